@@ -1,0 +1,243 @@
+"""Train WS-DAN on a folder of class folders.
+
+    python scripts/train.py --data-dir D --save-dir S [-m efficientnet-b3] [-e 100] [-b 32] [--lr 0.001]
+
+D holds train/<class>/ and test/<class>/. S receives last.pt (every epoch), best.pt (best validation top-1),
+epoch_NNN.pt (every --save-freq epochs), metrics.csv, curves.png, args.json and train.log.
+Resume with -c S/last.pt: weights, feature centers, optimizer, scheduler, epoch and RNG state continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
+
+import torch  # noqa: E402
+
+from ws_dan.backbones import PretrainedWeightsError, list_backbones  # noqa: E402
+from ws_dan.checkpoint import (  # noqa: E402
+    CheckpointError, check_compatible, checkpoint_config, get_rng_state, load_checkpoint, load_model_state,
+    save_checkpoint, set_rng_state,
+)
+from ws_dan.data import (  # noqa: E402
+    DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader,
+)
+from ws_dan.engine import StepConfig, evaluate, train_one_epoch  # noqa: E402
+from ws_dan.model import WSDAN, ModelConfig, build_model  # noqa: E402
+from ws_dan.plots import plot_curves  # noqa: E402
+from ws_dan.utils import (  # noqa: E402
+    amp_dtype, default_workers, fail, parse_gpu_ids, read_csv_rows, resolve_device, seed_everything,
+    setup_logging, wrap_data_parallel, write_csv, write_json,
+)
+
+DEFAULTS = dict(model="efficientnet-b3", image_size=512, num_attentions=64)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train WS-DAN (See Better Before Looking Closer, Hu et al. 2019)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
+    p.add_argument("--data-dir", "--dd", required=True, help="dataset folder with train/<class>/ and test/<class>/")
+    p.add_argument("--save-dir", "--sd", required=True, help="folder for checkpoints, metrics and logs")
+    p.add_argument("-m", "--model", default=None,
+                   help=f"backbone ({', '.join(list_backbones())}); default {DEFAULTS['model']}, or the checkpoint's with -c")
+    p.add_argument("--image-size", type=int, default=None, help=f"square input size; default {DEFAULTS['image_size']}")
+    p.add_argument("--num-attentions", type=int, default=None,
+                   help=f"number of attention maps M; default {DEFAULTS['num_attentions']}")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="start from ImageNet weights (downloaded by the backbone library and cached)")
+    p.add_argument("--pretrained-path", default=None, help="local ImageNet weights file, for offline machines")
+    p.add_argument("-e", "--epochs", type=int, default=100)
+    p.add_argument("-b", "--batch-size", type=int, default=32)
+    p.add_argument("-j", "--workers", type=int, default=default_workers(), help="data loading processes")
+    p.add_argument("--lr", type=float, default=0.001, help="initial learning rate (SGD)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", "--wd", type=float, default=1e-5)
+    p.add_argument("--lr-scheduler", choices=["plateau", "cosine", "step"], default="plateau",
+                   help="plateau: reduce on validation loss (the reference project's choice); "
+                        "step: x gamma every --lr-step-size epochs (WS-DAN.PyTorch: 0.9 every 2); cosine: to 0")
+    p.add_argument("--lr-gamma", type=float, default=None, help="decay factor; default 0.1 (plateau), 0.9 (step)")
+    p.add_argument("--lr-patience", type=int, default=3, help="plateau: epochs without improvement before decay")
+    p.add_argument("--lr-step-size", type=int, default=2, help="step: epochs between decays")
+    p.add_argument("--crop-theta", type=float, nargs=2, default=[0.4, 0.6], metavar=("LOW", "HIGH"),
+                   help="attention-crop threshold range theta_c")
+    p.add_argument("--drop-theta", type=float, nargs=2, default=[0.2, 0.5], metavar=("LOW", "HIGH"),
+                   help="attention-drop threshold range theta_d")
+    p.add_argument("--crop-padding", type=float, default=0.1, help="crop box padding, fraction of the image size")
+    p.add_argument("--beta", type=float, default=0.05, help="feature-center update rate")
+    p.add_argument("--center-weight", type=float, default=1.0, help="weight of the center loss")
+    p.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume from (e.g. SAVE_DIR/last.pt)")
+    p.add_argument("--sf", "--save-freq", dest="save_freq", type=int, default=1,
+                   help="write epoch_NNN.pt every this many epochs (0: never)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpu", "--gpu-ids", dest="gpu_ids", default=None,
+                   help="GPU ids, e.g. 0 or 0,1 (several: nn.DataParallel on this machine)")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 where supported, else fp16)")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer):
+    if args.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=args.lr_gamma or 0.1, patience=args.lr_patience)
+    if args.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma or 0.9)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.epochs, 1))
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train; returns the final epoch's metrics row (also written to metrics.csv)."""
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(save_dir / "train.log", args.verbose)
+    try:
+        gpu_ids = parse_gpu_ids(args.gpu_ids)
+        device = resolve_device(args.device, gpu_ids)
+        train_list, test_list = discover_train_test(args.data_dir)
+        resume = load_checkpoint(args.ckpt) if args.ckpt else None
+    except (DatasetError, CheckpointError, RuntimeError, argparse.ArgumentTypeError) as e:
+        fail(str(e))
+    class_names = train_list.class_names
+    skip_log = SkipLog()
+    skip_log.add(train_list.skipped + test_list.skipped)
+    if args.strict and len(skip_log):
+        fail(skip_log.summary(limit=5) + "\n(--strict: fix or remove these files)")
+    if not test_list.samples:
+        fail(f"{Path(args.data_dir) / 'test'}: no readable test images (needed for validation)")
+    missing = sorted(set(class_names) - {class_names[t] for _, t in test_list.samples})
+    if missing:
+        log.warning("test split has no images of %d class(es): %s", len(missing), ", ".join(missing[:10]))
+
+    # Model: from the checkpoint when resuming (flags given explicitly must agree), else from the flags.
+    try:
+        if resume is not None:
+            config = checkpoint_config(resume)
+            wanted = {"class_names": class_names}
+            for flag, key in [("model", "backbone"), ("image_size", "image_size"), ("num_attentions", "num_attentions")]:
+                if getattr(args, flag) is not None:
+                    wanted[key] = getattr(args, flag)
+            check_compatible(config, wanted, args.ckpt)
+            model = WSDAN(config)
+            load_model_state(model, resume["model"], args.ckpt)
+        else:
+            config = ModelConfig(
+                backbone=args.model or DEFAULTS["model"], num_classes=len(class_names), class_names=class_names,
+                num_attentions=args.num_attentions or DEFAULTS["num_attentions"],
+                image_size=args.image_size or DEFAULTS["image_size"])
+            model = build_model(config, pretrained=args.pretrained, pretrained_path=args.pretrained_path)
+    except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
+        fail(str(e))
+    model.to(device)
+    forward_model = wrap_data_parallel(model, device, gpu_ids)
+
+    batch_size = args.batch_size
+    if batch_size > len(train_list.samples):
+        log.warning("batch size %d is larger than the %d training images; using %d",
+                    batch_size, len(train_list.samples), len(train_list.samples))
+        batch_size = len(train_list.samples)
+    if batch_size < 2:
+        fail(f"{args.data_dir}: at least 2 training images per batch are needed (batch norm); found {batch_size}")
+    seed_everything(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    pin = device.type == "cuda"
+    train_ds = ImageDataset(train_list.samples, build_transform(config.image_size, config.mean, config.std, True),
+                            strict=args.strict)
+    test_ds = ImageDataset(test_list.samples, build_transform(config.image_size, config.mean, config.std, False),
+                           strict=args.strict)
+    train_loader = make_loader(train_ds, batch_size, args.workers, train=True, generator=generator, pin_memory=pin)
+    test_loader = make_loader(test_ds, batch_size, args.workers, train=False, pin_memory=pin)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = build_scheduler(args, optimizer)
+    dtype = amp_dtype(args.amp, device, log)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    step_cfg = StepConfig(crop_theta=tuple(args.crop_theta), crop_padding=args.crop_padding,
+                          drop_theta=tuple(args.drop_theta), beta=args.beta, center_weight=args.center_weight)
+
+    start_epoch, best_top1, best_epoch = 0, -math.inf, 0
+    rows: list[dict] = []
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        start_epoch = int(resume["epoch"])
+        best_top1, best_epoch = float(resume.get("best_top1", -math.inf)), int(resume.get("best_epoch", 0))
+        set_rng_state(resume["rng"])
+        generator.set_state(resume["rng"]["loader"])
+        if (save_dir / "metrics.csv").is_file():
+            rows = [r for r in read_csv_rows(save_dir / "metrics.csv") if int(r["epoch"]) <= start_epoch]
+        log.info("resumed from %s at epoch %d (best top-1 %.2f%% at epoch %d)", args.ckpt, start_epoch,
+                 best_top1, best_epoch)
+    write_json(save_dir / "args.json", {**vars(args), "resolved_model_config": config.to_dict()})
+    log.info("WS-DAN %s, M=%d, %d classes, %d px | train %d images, test %d | device %s%s",
+             config.backbone, config.num_attentions, config.num_classes, config.image_size,
+             len(train_ds), len(test_ds), device, f" ({dtype})" if dtype else "")
+
+    def state(epoch: int, interrupted: bool = False) -> dict:
+        rng = get_rng_state()
+        rng["loader"] = generator.get_state()
+        return {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "epoch": epoch, "best_top1": best_top1, "best_epoch": best_epoch, "rng": rng,
+                "args": {k: v for k, v in vars(args).items()}, "interrupted": interrupted}
+
+    epoch = start_epoch
+    row: dict = rows[-1] if rows else {}
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            t0 = time.time()
+            lr = optimizer.param_groups[0]["lr"]
+            train_m = train_one_epoch(forward_model, train_loader, optimizer, step_cfg, device, epoch + 1, scaler,
+                                      dtype, skip_log, args.progress)
+            val_m = evaluate(model, test_loader, device, dtype, skip_log, args.progress, desc=f"val {epoch + 1}")
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(val_m["loss"])
+            else:
+                scheduler.step()
+            row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_m.items()},
+                   **{f"val_{k}": v for k, v in val_m.items()}, "lr": lr, "seconds": round(time.time() - t0, 2)}
+            rows.append(row)
+            write_csv(save_dir / "metrics.csv", rows)
+            plot_curves(rows, save_dir / "curves.png")
+            is_best = val_m["top1"] > best_top1
+            if is_best:
+                best_top1, best_epoch = val_m["top1"], epoch + 1
+            save_checkpoint(save_dir / "last.pt", state(epoch + 1))
+            if is_best:
+                _copy_atomic(save_dir / "last.pt", save_dir / "best.pt")
+            if args.save_freq and (epoch + 1) % args.save_freq == 0:
+                _copy_atomic(save_dir / "last.pt", save_dir / f"epoch_{epoch + 1:03d}.pt")
+            log.info("epoch %d/%d  loss %.4f  raw %.2f%%  crop %.2f%%  drop %.2f%%  | val loss %.4f  top-1 %.2f%%  "
+                     "top-5 %.2f%%%s  | lr %.2g  %.1fs", epoch + 1, args.epochs, train_m["loss"], train_m["raw_top1"],
+                     train_m["crop_top1"], train_m["drop_top1"], val_m["loss"], val_m["top1"], val_m["top5"],
+                     " (best)" if is_best else "", lr, row["seconds"])
+    except KeyboardInterrupt:
+        # Keep the work: last.pt holds the current weights; resuming repeats the interrupted epoch from them.
+        save_checkpoint(save_dir / "last.pt", state(epoch, interrupted=True))
+        log.warning("interrupted during epoch %d: saved %s (resume with -c)", epoch + 1, save_dir / "last.pt")
+        raise SystemExit(130)
+    if len(skip_log):
+        log.warning(skip_log.summary())
+    log.info("done: best validation top-1 %.2f%% at epoch %d; checkpoints, metrics.csv and curves.png in %s",
+             best_top1, best_epoch, save_dir)
+    return row
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,1 @@
+"""Super-resolution (DBPN) networks and inference."""

@@ -1,0 +1,133 @@
+"""Attention-guided data augmentation (WS-DAN section 3.3), batched: pure tensor functions, no loop over images.
+
+Given one attention map A_k per image (B, 1, h, w), upsampled to the image size and normalised by its own
+maximum, A*_k = A_k / max(A_k):
+
+* **cropping** (eq. 4): C_k(i, j) = 1 if A*_k(i, j) > theta_c else 0; the box bounding C_k, padded, is cropped
+  and resized back to the input size, so the network sees the part at higher resolution;
+* **dropping** (eq. 5): D_k(i, j) = 0 if A*_k(i, j) > theta_d else 1; the image is multiplied by D_k, so the
+  network must find other discriminative parts.
+
+Everything runs as whole-batch tensor operations on the device: boxes come from masked min/max reductions,
+the crops from a single ``grid_sample`` call, so there is neither a Python loop over the batch nor a
+host-device synchronisation. An attention map that is zero everywhere (an empty mask) crops to the whole image
+and drops nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+
+Theta = Union[float, torch.Tensor]
+
+
+def sample_attention_maps(
+    attention_maps: torch.Tensor, num_samples: int = 2, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Pick ``num_samples`` of the M maps per image, each with probability proportional to its mass.
+
+    attention_maps: (B, M, h, w), non-negative. Returns (B, num_samples, h, w). Sampling is with replacement,
+    as in the reference implementation (the crop and the drop may use the same part). Maps of an image whose
+    maps are all zero are picked uniformly.
+    """
+    mass = attention_maps.detach().float().sum(dim=(2, 3)).clamp_min(0)
+    mass = mass + 1e-12 * (mass.sum(dim=1, keepdim=True) == 0)  # all-zero row: uniform instead of an error
+    index = torch.multinomial(mass, num_samples, replacement=True, generator=generator)  # (B, num_samples)
+    b = torch.arange(attention_maps.shape[0], device=attention_maps.device).unsqueeze(1)
+    return attention_maps[b, index]
+
+
+def random_theta(
+    batch_size: int, low: float, high: float, device: torch.device, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """One threshold per image, uniform in [low, high) (the paper draws theta_c and theta_d per image)."""
+    return low + (high - low) * torch.rand(batch_size, device=device, generator=generator)
+
+
+def normalized_attention(attention_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Upsample (B, 1, h, w) maps bilinearly to ``size`` and divide each by its maximum: A*_k in [0, 1].
+
+    An all-zero map stays all zero (no division by zero).
+    """
+    if attention_map.dim() == 3:
+        attention_map = attention_map.unsqueeze(1)
+    up = F.interpolate(attention_map.float(), size=size, mode="bilinear", align_corners=False)
+    peak = up.amax(dim=(2, 3), keepdim=True)
+    return up / peak.clamp_min(1e-12)
+
+
+def _as_column(theta: Theta, batch_size: int, device: torch.device) -> torch.Tensor:
+    theta = torch.as_tensor(theta, dtype=torch.float32, device=device)
+    return theta.expand(batch_size).reshape(batch_size, 1, 1, 1)
+
+
+def attention_crop_boxes(
+    attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta, padding_ratio: float
+) -> torch.Tensor:
+    """Boxes (B, 4) as float ``x0, y0, x1, y1`` pixel-edge coordinates (x1, y1 exclusive).
+
+    Each box bounds every pixel where A*_k > theta, grows by ``padding_ratio`` of the image's height/width on
+    each side, and is clipped to the image. An image with no pixel above the threshold gets the whole image.
+    """
+    height, width = image_size
+    batch = attention_map.shape[0]
+    device = attention_map.device
+    mask = normalized_attention(attention_map, image_size) > _as_column(theta, batch, device)
+    mask = mask[:, 0]  # (B, H, W)
+    rows = mask.any(dim=2)  # (B, H)
+    cols = mask.any(dim=1)  # (B, W)
+    ys = torch.arange(height, device=device, dtype=torch.float32)
+    xs = torch.arange(width, device=device, dtype=torch.float32)
+    inf = torch.tensor(float("inf"), device=device)
+    y0 = torch.where(rows, ys, inf).amin(dim=1)
+    y1 = torch.where(rows, ys, -inf).amax(dim=1) + 1
+    x0 = torch.where(cols, xs, inf).amin(dim=1)
+    x1 = torch.where(cols, xs, -inf).amax(dim=1) + 1
+    pad_y, pad_x = padding_ratio * height, padding_ratio * width
+    boxes = torch.stack([(x0 - pad_x).clamp_min(0), (y0 - pad_y).clamp_min(0),
+                         (x1 + pad_x).clamp_max(width), (y1 + pad_y).clamp_max(height)], dim=1)
+    whole = torch.tensor([0.0, 0.0, float(width), float(height)], device=device)
+    return torch.where(rows.any(dim=1, keepdim=True), boxes, whole)
+
+
+def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Crop each image to its box and resize bilinearly to ``size`` (default: the input size), in one call.
+
+    Output pixel i samples the input at y0 + (i + 0.5) * (y1 - y0) / H_out - 0.5 (pixel centres, the
+    convention of ``F.interpolate(..., align_corners=False)`` and ``roi_align(..., aligned=True)``), built as
+    one affine sampling grid per image and applied with a single ``grid_sample``.
+    """
+    batch, _, height, width = images.shape
+    out_h, out_w = size if size is not None else (height, width)
+    boxes = boxes.to(torch.float32)
+    x0, y0, x1, y1 = boxes.unbind(dim=1)
+    # grid_sample's normalised coordinate g maps to input pixel (g + 1) * W / 2 - 0.5 (align_corners=False)
+    theta = torch.zeros(batch, 2, 3, device=images.device, dtype=torch.float32)
+    theta[:, 0, 0] = (x1 - x0) / width
+    theta[:, 0, 2] = (x0 + x1) / width - 1
+    theta[:, 1, 1] = (y1 - y0) / height
+    theta[:, 1, 2] = (y0 + y1) / height - 1
+    grid = F.affine_grid(theta, [batch, 1, out_h, out_w], align_corners=False).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def attention_crop(images: torch.Tensor, attention_map: torch.Tensor, theta: Theta, padding_ratio: float) -> torch.Tensor:
+    """Attention cropping (eq. 4): zoom each image into the region where its map exceeds theta x max."""
+    boxes = attention_crop_boxes(attention_map, tuple(images.shape[-2:]), theta, padding_ratio)
+    return crop_and_resize(images, boxes)
+
+
+def attention_drop_mask(attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta) -> torch.Tensor:
+    """Keep-mask D_k (B, 1, H, W), 1.0 where A*_k <= theta and 0.0 where the part is erased (eq. 5)."""
+    batch = attention_map.shape[0]
+    norm = normalized_attention(attention_map, image_size)
+    return (norm <= _as_column(theta, batch, attention_map.device)).to(norm.dtype)
+
+
+def attention_drop(images: torch.Tensor, attention_map: torch.Tensor, theta: Theta) -> torch.Tensor:
+    """Attention dropping (eq. 5): erase (set to 0) where each image's map exceeds theta x max."""
+    mask = attention_drop_mask(attention_map, tuple(images.shape[-2:]), theta)
+    return images * mask.to(images.dtype)

@@ -1,0 +1,178 @@
+"""Checkpoints: one file, tensors and plain Python values only, written atomically, read with weights_only=True.
+
+Layout of a checkpoint (a dict)::
+
+    format            "ws_dan.checkpoint"      identifies our files (a foreign .pt gets a clear error)
+    format_version    1
+    version           the toolkit version that wrote it
+    config            ModelConfig.to_dict(): backbone, M, classes and their names, image size, normalisation
+    model             state dict (the feature centers are a buffer, so they are in it)
+    optimizer, scheduler, scaler    training state (None in an exported model)
+    epoch             number of completed epochs
+    best_top1, best_epoch           best validation top-1 so far and its epoch
+    rng               torch / CUDA / numpy / python RNG states, for an exact resume
+    args              the training flags (plain values), for the record
+    interrupted       True when written on Ctrl-C in the middle of an epoch
+
+Everything in it is a tensor, a number, a string, a list, a tuple, a dict or None, so ``torch.load`` never
+needs to unpickle code: a checkpoint from an untrusted source cannot execute anything when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .model import WSDAN, ModelConfig
+
+PathLike = Union[str, os.PathLike]
+FORMAT = "ws_dan.checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, foreign, or does not fit the model asked for."""
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    A crash or Ctrl-C while writing leaves the previous file intact and no half-written file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save_checkpoint` (on the CPU, ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, corrupt, or not a torch.save file): {first_line}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path}: not a checkpoint of this toolkit (expected a dict with format={FORMAT!r}; found {found}). "
+            "Checkpoints of other WS-DAN code need converting first."
+        )
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer version of the toolkit (format {state['format_version']}, "
+            f"this one reads up to {FORMAT_VERSION}); upgrade the toolkit"
+        )
+    for key in ("config", "model"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(state["config"])
+
+
+def check_compatible(found: ModelConfig, wanted: dict[str, Any], source: PathLike) -> None:
+    """Raise a CheckpointError naming both sides when a checkpoint's model differs from what a run asks for.
+
+    ``wanted`` holds only the settings the user fixed (e.g. ``{"backbone": "resnet50", "class_names": [...]}``).
+    """
+    problems = []
+    for key, value in wanted.items():
+        have = getattr(found, key)
+        if key == "backbone":
+            from .backbones import canonical_name
+
+            value = canonical_name(value)
+        if have != value:
+            if key == "class_names":
+                extra, missing = sorted(set(have) - set(value)), sorted(set(value) - set(have))
+                detail = f"{len(have)} classes vs {len(value)}"
+                if extra or missing:
+                    detail += f"; only in checkpoint: {extra[:5]}, only in data: {missing[:5]}"
+                else:
+                    detail += " (same names, different order)"
+                problems.append(f"class names: {detail}")
+            else:
+                problems.append(f"{key}: checkpoint has {have!r}, this run asks for {value!r}")
+    if problems:
+        raise CheckpointError(f"{source}: checkpoint does not fit this run: " + "; ".join(problems))
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: PathLike) -> None:
+    """``model.load_state_dict`` with an error that names the mismatching keys and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{source}: weights do not fit the model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape "
+            f"(e.g. {shapes[:2]})"
+        )
+    model.load_state_dict(state_dict)
+
+
+def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None) -> WSDAN:
+    """Rebuild the model from a checkpoint alone (its config says the backbone, M, classes...), in eval mode."""
+    state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
+    source = "<checkpoint>" if isinstance(path_or_state, dict) else path_or_state
+    model = WSDAN(checkpoint_config(state))
+    load_model_state(model, state["model"], source)
+    return model.to(device or "cpu").eval()
+
+
+# --------------------------------------------------------------------------------------------------------
+# RNG state as plain values (numpy's state is a tuple holding an ndarray, which weights_only refuses)
+
+
+def get_rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(_to_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

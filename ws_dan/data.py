@@ -1,0 +1,282 @@
+"""Datasets and transforms shared by training and prediction.
+
+Three ways to label images: one folder per class (``root/<class>/*.jpg``), a CSV file (``image,label``
+columns), or none (a folder of images to predict). All three give a list of ``(path, class_index)`` samples
+(-1 when unlabelled) wrapped by :class:`ImageDataset`.
+
+Bad files never crash a long job: files that are not images are found while scanning (by content, see
+``data_tools.images``) and files that fail to decode are returned by the dataset as :class:`FailedSample`;
+:func:`collate_skip_failed` drops them from the batch and hands their paths to the caller, which counts them
+and warns at the end. With ``strict=True`` the first bad file raises instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data.dataloader import default_collate
+from torchvision import transforms as T
+
+from data_tools.images import SkippedFile, UnreadableImageError, find_images, open_image
+
+PathLike = Union[str, os.PathLike]
+Sample = tuple[Path, int]
+
+
+class DatasetError(ValueError):
+    """A dataset folder or label file that does not have the expected layout or content."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Finding samples
+
+
+@dataclass
+class SampleList:
+    """Samples found under a folder or in a CSV, the class names they index, and the files skipped."""
+
+    samples: list[Sample]
+    class_names: list[str]
+    skipped: list[SkippedFile]
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        raise DatasetError(f"{path}: does not exist (expected {what})")
+    if not path.is_dir():
+        raise DatasetError(f"{path}: is not a folder (expected {what})")
+
+
+def class_folder_samples(
+    root: PathLike, class_names: Optional[Sequence[str]] = None, allow_empty_classes: bool = False
+) -> SampleList:
+    """Samples from ``root/<class>/...`` (images may sit in sub-folders of a class folder).
+
+    Without ``class_names`` the classes are the sorted sub-folder names (as torchvision's ImageFolder).
+    With ``class_names`` (a training split's, or a checkpoint's) every sub-folder must be one of them; a
+    class with no folder here is allowed (a small test split may lack some). An empty class folder raises
+    unless ``allow_empty_classes``.
+    """
+    root = Path(root)
+    _require_dir(root, "a folder with one sub-folder of images per class")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DatasetError(f"{root}: has no class sub-folders (expected {root}/<class name>/<images>)")
+    if class_names is None:
+        class_names = folders
+    else:
+        class_names = list(class_names)
+        unknown = sorted(set(folders) - set(class_names))
+        if unknown:
+            raise DatasetError(
+                f"{root}: {len(unknown)} class folder(s) not among the {len(class_names)} known classes: "
+                f"{_preview(unknown)} (known: {_preview(class_names)})"
+            )
+    index = {name: i for i, name in enumerate(class_names)}
+    samples: list[Sample] = []
+    skipped: list[SkippedFile] = []
+    empty: list[str] = []
+    for name in folders:
+        images, bad = find_images(root / name)
+        skipped += bad
+        if not images:
+            empty.append(name)
+        samples += [(p, index[name]) for p in images]
+    if empty and not allow_empty_classes:
+        raise DatasetError(f"{root}: class folder(s) with no readable images: {_preview(empty)}")
+    return SampleList(samples, list(class_names), skipped)
+
+
+def csv_samples(
+    data_dir: PathLike,
+    csv_path: PathLike,
+    class_names: Sequence[str],
+    headings: tuple[str, str] = ("image", "label"),
+) -> SampleList:
+    """Samples from a CSV with an image column (path relative to ``data_dir``, or absolute) and a label column.
+
+    Labels are class names (or integer indices into ``class_names``). Unknown labels raise, naming them;
+    listed files that do not exist are skipped and reported like unreadable images.
+    """
+    import pandas as pd
+
+    csv_path, data_dir = Path(csv_path), Path(data_dir)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: label CSV not found")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DatasetError(f"{csv_path}: not a readable CSV file ({e})") from e
+    image_col, label_col = headings
+    missing_cols = [c for c in (image_col, label_col) if c not in table.columns]
+    if missing_cols:
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {missing_cols}; found {list(table.columns)} "
+            f"(set the names with --csv-headings IMAGE,LABEL)"
+        )
+    index = {name: i for i, name in enumerate(class_names)}
+    samples: list[Sample] = []
+    skipped: list[SkippedFile] = []
+    unknown: dict[str, int] = {}
+    for row, (image, label) in enumerate(zip(table[image_col], table[label_col]), start=2):
+        label = label.strip()
+        target = index.get(label)
+        if target is None and label.isdigit() and int(label) < len(class_names):
+            target = int(label)
+        if target is None:
+            key = label or f"<empty label, line {row}>"
+            unknown[key] = unknown.get(key, 0) + 1
+            continue
+        path = Path(image) if os.path.isabs(image) else data_dir / image
+        if not path.is_file():
+            skipped.append(SkippedFile(path, f"listed in {csv_path.name} (line {row}) but not found"))
+            continue
+        samples.append((path, target))
+    if unknown:
+        raise DatasetError(
+            f"{csv_path}: {sum(unknown.values())} row(s) with label(s) not among the model's "
+            f"{len(class_names)} classes: {_preview(sorted(unknown))}"
+        )
+    return SampleList(samples, list(class_names), skipped)
+
+
+def unlabeled_samples(root: PathLike) -> SampleList:
+    """Every image under ``root`` (recursively), with target -1."""
+    root = Path(root)
+    _require_dir(root, "a folder of images")
+    images, skipped = find_images(root)
+    return SampleList([(p, -1) for p in images], [], skipped)
+
+
+def _preview(items: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(s) for s in list(items)[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dataset, collate, transforms, loaders
+
+
+class FailedSample(NamedTuple):
+    """Returned by :class:`ImageDataset` in place of an image that could not be decoded."""
+
+    index: int
+    path: str
+    reason: str
+
+
+class ImageDataset(Dataset):
+    """``(image_tensor, target, index)`` for each ``(path, target)`` sample; see the module docstring."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Optional[Callable] = None, strict: bool = False):
+        self.samples = list(samples)
+        self.transform = transform
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        try:
+            image = open_image(path)
+        except UnreadableImageError as e:
+            if self.strict:
+                raise
+            return FailedSample(index, str(path), e.reason)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target, index
+
+
+class Batch(NamedTuple):
+    images: Optional[torch.Tensor]  # None when every image of the batch failed to load
+    targets: Optional[torch.Tensor]
+    indices: Optional[torch.Tensor]
+    failed: list[tuple[str, str]]  # (path, reason) of the images dropped from this batch
+
+
+def collate_skip_failed(items: list) -> Batch:
+    """Collate the decodable items; report the others in ``Batch.failed``."""
+    good = [x for x in items if not isinstance(x, FailedSample)]
+    failed = [(x.path, x.reason) for x in items if isinstance(x, FailedSample)]
+    if not good:
+        return Batch(None, None, None, failed)
+    images, targets, indices = default_collate(good)
+    return Batch(images, targets, indices, failed)
+
+
+def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool) -> T.Compose:
+    """Resize the whole image to a square (no crop: the reference project found that keeping the whole car,
+    resized to 512, beats a smaller random crop); in training add a horizontal flip and the brightness and
+    saturation jitter of WS-DAN.PyTorch."""
+    steps: list = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
+    if train:
+        steps += [T.RandomHorizontalFlip(), T.ColorJitter(brightness=0.126, saturation=0.5)]
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    train: bool,
+    generator: Optional[torch.Generator] = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader with the skip-failed collate; training shuffles with ``generator`` and drops the last
+    incomplete batch (a batch of one image breaks batch norm)."""
+    sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skip_failed,
+        pin_memory=pin_memory,
+        drop_last=train,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+class SkipLog:
+    """Counts the files skipped by a job (found at scan time or failing to decode) for the final warning."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, str] = {}
+
+    def add(self, entries) -> None:
+        for entry in entries:
+            path, reason = (str(entry.path), entry.reason) if isinstance(entry, SkippedFile) else entry
+            self.items.setdefault(path, reason)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def summary(self, limit: int = 10) -> str:
+        lines = [f"{len(self)} unreadable or non-image file(s) were skipped:"]
+        lines += [f"  {p}: {r}" for p, r in list(self.items.items())[:limit]]
+        if len(self) > limit:
+            lines.append(f"  ... and {len(self) - limit} more")
+        return "\n".join(lines)
+
+
+def discover_train_test(data_dir: PathLike) -> tuple[SampleList, SampleList]:
+    """``data_dir/train/<class>/`` and ``data_dir/test/<class>/``; test classes must be among train's."""
+    data_dir = Path(data_dir)
+    _require_dir(data_dir, "a dataset folder holding train/<class>/ and test/<class>/")
+    for split in ("train", "test"):
+        if not (data_dir / split).is_dir():
+            raise DatasetError(
+                f"{data_dir}: has no {split}/ folder (expected {data_dir}/train/<class>/ and {data_dir}/test/<class>/)"
+            )
+    train = class_folder_samples(data_dir / "train")
+    test = class_folder_samples(data_dir / "test", class_names=train.class_names, allow_empty_classes=True)
+    return train, test

@@ -1,0 +1,252 @@
+"""Training and inference loops: :func:`train_step` is the whole WS-DAN training step, top to bottom.
+
+``train_one_epoch`` / ``evaluate`` / ``predict`` wrap it with a DataLoader, mixed precision and progress bars;
+they take the model possibly wrapped (DataParallel / DistributedDataParallel) and reach the WS-DAN module
+underneath with :func:`unwrap` for its feature centers and config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .attention import attention_crop, attention_drop, random_theta, sample_attention_maps
+from .data import Batch, SkipLog
+from .losses import center_loss, update_centers
+from .model import WSDAN
+
+TOPK = (1, 3, 5)
+
+
+@dataclass
+class StepConfig:
+    """Hyper-parameters of the training step; defaults from the paper (section 3.3 and 4.1) and WS-DAN.PyTorch.
+
+    crop_theta     theta_c drawn per image from this range (the paper sets 0.5; the reference code draws
+                   from [0.4, 0.6] for variety)
+    crop_padding   the crop box grows by this fraction of the image size on each side (reference code: 0.1)
+    drop_theta     theta_d drawn per image from this range (paper 0.5; reference code [0.2, 0.5])
+    beta           feature-center update rate (paper: 0.05)
+    center_weight  weight of the center loss; the three cross-entropies are averaged (reference code)
+    """
+
+    crop_theta: tuple[float, float] = (0.4, 0.6)
+    crop_padding: float = 0.1
+    drop_theta: tuple[float, float] = (0.2, 0.5)
+    beta: float = 0.05
+    center_weight: float = 1.0
+
+
+class StepResult(NamedTuple):
+    loss: torch.Tensor  # scalar, detached
+    raw_logits: torch.Tensor
+    crop_logits: torch.Tensor
+    drop_logits: torch.Tensor
+
+
+def unwrap(model: nn.Module) -> WSDAN:
+    """The WS-DAN module inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA when ``dtype`` is given (bf16 or fp16); a no-op otherwise."""
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: StepConfig,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> StepResult:
+    """One WS-DAN step: three views, one loss, one backward, one optimizer step, then the center update."""
+    net = unwrap(model)
+    batch = images.shape[0]
+    with autocast(images.device, amp_dtype):
+        # 1. Raw images: classify, and pull each image's feature matrix toward its class center.
+        raw = model(images)
+        centers = net.feature_centers[targets]  # a copy, taken before this batch moves the centers
+        loss_raw = F.cross_entropy(raw.logits, targets)
+        loss_center = center_loss(raw.features.float(), centers)
+
+        # 2. Attention-guided augmentation: per image, two of the M maps sampled by their mass, one guiding
+        #    the crop (zoom into the part), one the drop (erase the part, so another must be found).
+        with torch.no_grad():
+            maps = sample_attention_maps(raw.attention_maps, num_samples=2)
+            theta_c = random_theta(batch, *cfg.crop_theta, device=images.device)
+            crop_images = attention_crop(images, maps[:, :1], theta_c, cfg.crop_padding)
+            theta_d = random_theta(batch, *cfg.drop_theta, device=images.device)
+            drop_images = attention_drop(images, maps[:, 1:], theta_d)
+
+        # 3. Crop and drop views through the same network.
+        crop_logits = model(crop_images).logits
+        drop_logits = model(drop_images).logits
+        loss = (loss_raw + F.cross_entropy(crop_logits, targets) + F.cross_entropy(drop_logits, targets)) / 3
+        loss = loss + cfg.center_weight * loss_center
+
+    # 4. One backward and one optimizer step for the sum (the GradScaler guards fp16 gradients).
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+    # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y).
+    update_centers(net.feature_centers, raw.features.detach().float(), targets, cfg.beta)
+    return StepResult(loss.detach(), raw.logits.detach(), crop_logits.detach(), drop_logits.detach())
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
+    """Number of images whose target is among the top-k logits, for each k (k capped at the class count)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices  # (B, kmax)
+    hit = top.eq(targets.unsqueeze(1))
+    return torch.stack([hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]).float()
+
+
+class _Meter:
+    """Sums of loss and top-k hits kept on the device, so the loop does not synchronise every step."""
+
+    def __init__(self, names: Iterable[str], device: torch.device):
+        self.names = list(names)
+        self.loss = torch.zeros((), device=device)
+        self.hits = {n: torch.zeros(len(TOPK), device=device) for n in self.names}
+        self.count = 0
+
+    def update(self, loss: torch.Tensor, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> None:
+        n = targets.shape[0]
+        self.loss += loss.float() * n
+        for name, value in logits.items():
+            self.hits[name] += topk_correct(value.float(), targets)
+        self.count += n
+
+    def result(self, prefix: str = "") -> dict[str, float]:
+        count = max(self.count, 1)
+        out = {f"{prefix}loss": self.loss.item() / count if self.count else math.nan}
+        for name in self.names:
+            hits = (self.hits[name] / count * 100).tolist()
+            for k, v in zip(TOPK, hits):
+                out[f"{prefix}{name + '_' if name else ''}top{k}"] = v if self.count else math.nan
+        return out
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    cfg: StepConfig,
+    device: torch.device,
+    epoch: int,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+    skip_log: Optional[SkipLog] = None,
+    progress: bool = True,
+    refresh_every: int = 10,
+) -> dict[str, float]:
+    """Train for one pass over ``loader``; returns mean loss and top-1/3/5 (%) of the raw, crop and drop views."""
+    model.train()
+    meter = _Meter(["raw", "crop", "drop"], device)
+    bar = tqdm(loader, desc=f"train {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
+    for step, batch in enumerate(bar):
+        if skip_log is not None:
+            skip_log.add(batch.failed)
+        if batch.images is None or batch.images.shape[0] < 2:  # batch norm needs two images in training
+            continue
+        images = batch.images.to(device, non_blocking=True)
+        targets = batch.targets.to(device, non_blocking=True)
+        result = train_step(model, images, targets, optimizer, cfg, scaler, amp_dtype)
+        meter.update(result.loss, {"raw": result.raw_logits, "crop": result.crop_logits,
+                                   "drop": result.drop_logits}, targets)
+        if progress and step % refresh_every == 0:
+            r = meter.result()
+            bar.set_postfix(loss=f"{r['loss']:.3f}", raw=f"{r['raw_top1']:.1f}", crop=f"{r['crop_top1']:.1f}",
+                            drop=f"{r['drop_top1']:.1f}")
+    if meter.count == 0:
+        raise RuntimeError("no training batch could be formed: every image failed to load (see the warnings)")
+    return meter.result()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    skip_log: Optional[SkipLog] = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Validation loss and top-1/3/5 (%) of the inference logits (raw + attention crop, averaged)."""
+    model.eval()
+    meter = _Meter([""], device)
+    for batch in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
+        if skip_log is not None:
+            skip_log.add(batch.failed)
+        if batch.images is None:
+            continue
+        images = batch.images.to(device, non_blocking=True)
+        targets = batch.targets.to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            logits, _ = unwrap(model).predict_logits(images)
+        meter.update(F.cross_entropy(logits.float(), targets), {"": logits}, targets)
+    return meter.result()
+
+
+class Predictions(NamedTuple):
+    probabilities: np.ndarray  # (N, num_classes) softmax, float32
+    indices: np.ndarray  # dataset index of each row
+    targets: np.ndarray  # label of each row (-1 when unlabelled)
+    attention: list[tuple[int, np.ndarray]]  # (dataset index, mean attention map (h, w)) for the first images
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    device: torch.device,
+    amp_dtype: Optional[torch.dtype] = None,
+    keep_attention: int = 0,
+    skip_log: Optional[SkipLog] = None,
+    progress: bool = True,
+) -> Predictions:
+    """Class probabilities for every readable image, in loader order; the mean attention map of the first
+    ``keep_attention`` images (for heatmaps)."""
+    model.eval()
+    probs, indices, targets, attention = [], [], [], []
+    for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
+        if skip_log is not None:
+            skip_log.add(batch.failed)
+        if batch.images is None:
+            continue
+        with autocast(device, amp_dtype):
+            logits, mean_attention = unwrap(model).predict_logits(batch.images.to(device, non_blocking=True))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        indices.append(batch.indices)
+        targets.append(batch.targets)
+        room = keep_attention - len(attention)
+        if room > 0:
+            maps = mean_attention[:room, 0].float().cpu().numpy()
+            attention += list(zip(batch.indices[:room].tolist(), maps))
+    if not probs:
+        num_classes = unwrap(model).config.num_classes
+        return Predictions(np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    return Predictions(torch.cat(probs).numpy(), torch.cat(indices).numpy(), torch.cat(targets).numpy(), attention)
