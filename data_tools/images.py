@@ -35,10 +35,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".
 class UnreadableImageError(ValueError):
     """An image file that cannot be decoded; ``path`` and ``reason`` say which and why."""
 
-    def __init__(self, path: PathLike, reason: str):
+    def __init__(self, path: PathLike, reason: str = ""):
+        # One-argument form: a DataLoader worker's exception is re-raised in the main process as
+        # type(message), the message holding the worker's traceback; keep its last line, the original error.
+        if not reason and "\n" in str(path):
+            last = str(path).strip().splitlines()[-1].split("UnreadableImageError: ", 1)[-1]
+            path, _, reason = last.partition(": ")
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{self.path}: {reason}" if reason else str(path))
 
 
 def sniff_format(path: PathLike) -> Optional[str]:
@@ -179,13 +184,21 @@ def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     except IsADirectoryError:
         raise UnreadableImageError(path, "is a folder, expected an image file") from None
     except UnidentifiedImageError:
-        reason = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image or an unsupported format"
-        raise UnreadableImageError(path, reason) from None
+        raise UnreadableImageError(path, _unidentified_reason(path)) from None
     except Image.DecompressionBombError as e:
         raise UnreadableImageError(path, f"too many pixels (possible decompression bomb): {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # PIL reports truncation as OSError("image file is truncated ...") and bad headers as SyntaxError.
         raise UnreadableImageError(path, f"corrupt or truncated image ({e})") from None
+
+
+def _unidentified_reason(path: Path) -> str:
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    kind = sniff_format(path)
+    if kind is not None:
+        return f"corrupt {kind.upper()} file (its header cannot be parsed)"
+    return "not an image (unrecognised file signature)"
 
 
 def check_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:

@@ -15,21 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
-import numpy as np  # noqa: E402
-
-from data_tools.images import UnreadableImageError, open_image  # noqa: E402
-from ws_dan.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint  # noqa: E402
-from ws_dan.data import (  # noqa: E402
-    DatasetError, ImageDataset, SampleList, SkipLog, build_transform, class_folder_samples, csv_samples,
-    make_loader, unlabeled_samples,
-)
-from ws_dan.engine import predict  # noqa: E402
-from ws_dan.metrics import classification_report  # noqa: E402
-from ws_dan.plots import plot_confusion_matrix, save_attention_overlay  # noqa: E402
-from ws_dan.utils import (  # noqa: E402
-    amp_dtype, atomic_write, default_workers, fail, parse_gpu_ids, resolve_device, setup_logging, str2bool,
-    wrap_data_parallel, write_csv, write_json,
-)
+# Only what --help needs is imported here (torchvision, matplotlib... load in main), so --help is quick.
+from ws_dan.utils import default_workers, str2bool  # noqa: E402
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -57,8 +44,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def find_samples(args: argparse.Namespace, class_names: list[str]) -> tuple[SampleList, bool]:
-    """The images to predict and whether they carry labels."""
+def find_samples(args: argparse.Namespace, class_names: list[str]):
+    """The images to predict (a SampleList) and whether they carry labels."""
+    from ws_dan.data import DatasetError, class_folder_samples, csv_samples, unlabeled_samples
+
     data_dir = Path(args.data_dir)
     mode = args.csv_labels_path
     if mode == "auto":
@@ -83,6 +72,19 @@ def _display_path(path: Path, root: Path) -> str:
 
 def main(args: argparse.Namespace) -> dict:
     """Predict; returns the metrics (empty without labels)."""
+    import numpy as np
+
+    from data_tools.images import UnreadableImageError, open_image
+    from ws_dan.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, make_loader
+    from ws_dan.engine import predict
+    from ws_dan.metrics import classification_report
+    from ws_dan.plots import plot_confusion_matrix, save_attention_overlay
+    from ws_dan.utils import (
+        amp_dtype, atomic_write, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel,
+        write_csv, write_json,
+    )
+
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = setup_logging(out_dir / "predict.log", args.verbose, name="ws_dan.predict")
@@ -109,15 +111,18 @@ def main(args: argparse.Namespace) -> dict:
                            strict=args.strict)
     loader = make_loader(dataset, args.batch_size, args.workers, train=False, pin_memory=device.type == "cuda")
     dtype = amp_dtype(args.amp, device, log)
-    result = predict(wrap_data_parallel(model, device, gpu_ids), loader, device, dtype,
-                     keep_attention=args.save_attention, skip_log=skip_log, progress=args.progress)
+    try:
+        result = predict(wrap_data_parallel(model, device, gpu_ids), loader, device, dtype,
+                         keep_attention=args.save_attention, skip_log=skip_log, progress=args.progress)
+    except UnreadableImageError as e:  # only raised with --strict
+        fail(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)")
 
     # predictions.csv and probabilities.npy, row for row
     names = config.class_names
     k = min(args.topk, len(names))
     order = np.argsort(-result.probabilities, axis=1, kind="stable")[:, :k]
     root = Path(args.data_dir)
-    rows = []
+    rows: list[dict] = []
     for row, (idx, target) in enumerate(zip(result.indices, result.targets)):
         path = dataset.samples[idx][0]
         rec = {"image": _display_path(path, root)}

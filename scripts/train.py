@@ -18,23 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
-import torch  # noqa: E402
-
-from ws_dan.backbones import PretrainedWeightsError, list_backbones  # noqa: E402
-from ws_dan.checkpoint import (  # noqa: E402
-    CheckpointError, check_compatible, checkpoint_config, get_rng_state, load_checkpoint, load_model_state,
-    save_checkpoint, set_rng_state,
-)
-from ws_dan.data import (  # noqa: E402
-    DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader,
-)
-from ws_dan.engine import StepConfig, evaluate, train_one_epoch  # noqa: E402
-from ws_dan.model import WSDAN, ModelConfig, build_model  # noqa: E402
-from ws_dan.plots import plot_curves  # noqa: E402
-from ws_dan.utils import (  # noqa: E402
-    amp_dtype, default_workers, fail, parse_gpu_ids, read_csv_rows, resolve_device, seed_everything,
-    setup_logging, wrap_data_parallel, write_csv, write_json,
-)
+# Only what --help needs is imported here (torchvision, matplotlib... load in main), so --help is quick.
+from ws_dan.backbones import list_backbones  # noqa: E402
+from ws_dan.utils import default_workers  # noqa: E402
 
 DEFAULTS = dict(model="efficientnet-b3", image_size=512, num_attentions=64)
 
@@ -85,7 +71,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def build_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer):
+def build_scheduler(args: argparse.Namespace, optimizer):
+    import torch
+
     if args.lr_scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=args.lr_gamma or 0.1, patience=args.lr_patience)
@@ -102,9 +90,27 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's metrics row (also written to metrics.csv)."""
+    import torch
+
+    from data_tools.images import UnreadableImageError
+    from ws_dan.backbones import PretrainedWeightsError
+    from ws_dan.checkpoint import (
+        CheckpointError, check_compatible, checkpoint_config, get_rng_state, load_checkpoint, load_model_state,
+        save_checkpoint, set_rng_state,
+    )
+    from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader
+    from ws_dan.engine import StepConfig, evaluate, train_one_epoch
+    from ws_dan.model import WSDAN, ModelConfig, build_model
+    from ws_dan.plots import plot_curves
+    from ws_dan.utils import (
+        amp_dtype, fail, parse_gpu_ids, read_csv_rows, resolve_device, seed_everything, setup_logging,
+        wrap_data_parallel, write_csv, write_json,
+    )
+
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     log = setup_logging(save_dir / "train.log", args.verbose)
+    seed_everything(args.seed)  # before the model is built: its random initialisation depends on it
     try:
         gpu_ids = parse_gpu_ids(args.gpu_ids)
         device = resolve_device(args.device, gpu_ids)
@@ -152,7 +158,6 @@ def main(args: argparse.Namespace) -> dict:
         batch_size = len(train_list.samples)
     if batch_size < 2:
         fail(f"{args.data_dir}: at least 2 training images per batch are needed (batch norm); found {batch_size}")
-    seed_everything(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     pin = device.type == "cuda"
     train_ds = ImageDataset(train_list.samples, build_transform(config.image_size, config.mean, config.std, True),
@@ -227,6 +232,8 @@ def main(args: argparse.Namespace) -> dict:
                      "top-5 %.2f%%%s  | lr %.2g  %.1fs", epoch + 1, args.epochs, train_m["loss"], train_m["raw_top1"],
                      train_m["crop_top1"], train_m["drop_top1"], val_m["loss"], val_m["top1"], val_m["top5"],
                      " (best)" if is_best else "", lr, row["seconds"])
+    except UnreadableImageError as e:  # only raised with --strict
+        fail(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)")
     except KeyboardInterrupt:
         # Keep the work: last.pt holds the current weights; resuming repeats the interrupted epoch from them.
         save_checkpoint(save_dir / "last.pt", state(epoch, interrupted=True))
