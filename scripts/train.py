@@ -215,8 +215,9 @@ def main(args: argparse.Namespace) -> dict:
                 scheduler.step(val_m["loss"])
             else:
                 scheduler.step()
-            row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_m.items()},
-                   **{f"val_{k}": v for k, v in val_m.items()}, "lr": lr, "seconds": round(time.time() - t0, 2)}
+            row = {"epoch": epoch + 1, **{f"train_{k}": round(v, 4) for k, v in train_m.items()},
+                   **{f"val_{k}": round(v, 4) for k, v in val_m.items()}, "lr": lr,
+                   "seconds": round(time.time() - t0, 2)}
             rows.append(row)
             write_csv(save_dir / "metrics.csv", rows)
             plot_curves(rows, save_dir / "curves.png")
