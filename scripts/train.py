@@ -194,6 +194,10 @@ def main(args: argparse.Namespace) -> dict:
              config.backbone, config.num_attentions, config.num_classes, config.image_size,
              len(train_ds), len(test_ds), device, f" ({dtype})" if dtype else "")
 
+    log.debug("model config: %s", {k: v for k, v in config.to_dict().items() if k != "class_names"})
+    log.debug("step config: %s | optimizer SGD lr %g momentum %g wd %g | scheduler %s | %d batches of %d per epoch",
+              step_cfg, args.lr, args.momentum, args.weight_decay, args.lr_scheduler, len(train_loader), batch_size)
+
     def state(epoch: int, interrupted: bool = False) -> dict:
         rng = get_rng_state()
         rng["loader"] = generator.get_state()

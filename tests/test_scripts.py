@@ -169,3 +169,17 @@ def test_predict_from_csv_labels_and_unlabelled_folder(trained, tiny_data, tmp_p
                                   "--no-progress"]) == {}
     rows = _read_predictions(out)
     assert len(rows) == 4 and "label" not in rows[0] and not (out / "metrics.json").exists()
+
+
+def test_demo_offline_says_so_and_trains_from_random_init(tmp_path, capsys):
+    # conftest blocks every download, as on a machine without internet
+    metrics = run_script("demo", ["--output-dir", str(tmp_path), "-e", "1", "--image-size", "64", "-j", "0"])
+    out = capsys.readouterr().out
+    assert "could not get the ImageNet weights" in out and "RANDOM initialisation" in out
+    assert "DEMO_WEIGHTS=" in out and "--no-pretrained" in out
+    assert "test top-1 accuracy:" in out and "(chance: 20%)" in out
+    assert 0 <= metrics["top1"] <= 100
+    for path in ("data/boxes.csv", "run/best.pt", "run/metrics.csv", "predictions/predictions.csv",
+                 "predictions/metrics.json", "predictions/confusion_matrix.png"):
+        assert (tmp_path / path).is_file(), path
+    assert len(list((tmp_path / "predictions" / "attention").glob("*.png"))) == 8
