@@ -62,6 +62,10 @@ def test_truncated_foreign_and_missing_files(tmp_path):
     torch.save(model.state_dict(), tmp_path / "bare_state_dict.pt")
     with pytest.raises(CheckpointError, match="not a checkpoint of this toolkit"):
         load_checkpoint(tmp_path / "bare_state_dict.pt")
+    save_checkpoint(tmp_path / "sr.pt", {"config": {}, "model": {}}, kind="sr")
+    with pytest.raises(CheckpointError, match="this is a 'sr' checkpoint; a 'wsdan' checkpoint is needed"):
+        load_checkpoint(tmp_path / "sr.pt")
+    assert load_checkpoint(tmp_path / "sr.pt", kind=None)["kind"] == "sr"
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         load_checkpoint(tmp_path / "nope.pt")
 

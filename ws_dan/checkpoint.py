@@ -4,6 +4,7 @@ Layout of a checkpoint (a dict)::
 
     format            "ws_dan.checkpoint"      identifies our files (a foreign .pt gets a clear error)
     format_version    1
+    kind              what the model is: "wsdan" (this module), or another family's name (e.g. "sr")
     version           the toolkit version that wrote it
     config            ModelConfig.to_dict(): backbone, M, classes and their names, image size, normalisation
     model             state dict (the feature centers are a buffer, so they are in it)
@@ -42,14 +43,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, foreign, or does not fit the model asked for."""
 
 
-def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
+def save_checkpoint(path: PathLike, state: dict[str, Any], kind: str = "wsdan") -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a rename.
 
     A crash or Ctrl-C while writing leaves the previous file intact and no half-written file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__, **state}
+    state = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "version": __version__, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -63,8 +64,11 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Read and validate a checkpoint written by :func:`save_checkpoint` (on the CPU, ``weights_only=True``)."""
+def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save_checkpoint` (on the CPU, ``weights_only=True``).
+
+    ``kind`` is the model family expected ("wsdan", "sr", ...); None accepts any.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -86,6 +90,9 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
             f"{path}: written by a newer version of the toolkit (format {state['format_version']}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade the toolkit"
         )
+    found_kind = state.get("kind", "wsdan")
+    if kind is not None and found_kind != kind:
+        raise CheckpointError(f"{path}: this is a {found_kind!r} checkpoint; a {kind!r} checkpoint is needed here")
     for key in ("config", "model"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
