@@ -95,12 +95,12 @@ def main(args: argparse.Namespace) -> dict:
     from data_tools.images import UnreadableImageError
     from ws_dan.backbones import PretrainedWeightsError
     from ws_dan.checkpoint import (
-        CheckpointError, check_compatible, checkpoint_config, get_rng_state, load_checkpoint, load_model_state,
-        save_checkpoint, set_rng_state,
+        CheckpointError, build_model_from_state, check_compatible, checkpoint_config, get_rng_state,
+        load_checkpoint, save_checkpoint, set_rng_state,
     )
     from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader
     from ws_dan.engine import StepConfig, evaluate, train_one_epoch
-    from ws_dan.model import WSDAN, ModelConfig, build_model
+    from ws_dan.model import ModelConfig, build_model
     from ws_dan.plots import plot_curves
     from ws_dan.utils import (
         amp_dtype, fail, parse_gpu_ids, read_csv_rows, resolve_device, seed_everything, setup_logging,
@@ -138,8 +138,7 @@ def main(args: argparse.Namespace) -> dict:
                 if getattr(args, flag) is not None:
                     wanted[key] = getattr(args, flag)
             check_compatible(config, wanted, args.ckpt)
-            model = WSDAN(config)
-            load_model_state(model, resume["model"], args.ckpt)
+            model = build_model_from_state(config, resume["model"], args.ckpt)
         else:
             config = ModelConfig(
                 backbone=args.model or DEFAULTS["model"], num_classes=len(class_names), class_names=class_names,

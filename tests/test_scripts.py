@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, TINY_TRAIN, run_script, script
 from ws_dan.checkpoint import load_checkpoint
 
-SCRIPTS = ["train", "predict", "make_sample_data", "demo"]
+SCRIPTS = ["train", "predict", "make_sample_data", "demo", "convert_checkpoint", "export"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -47,15 +47,22 @@ def random_theta(
     return low + (high - low) * torch.rand(batch_size, device=device, generator=generator)
 
 
-def normalized_attention(attention_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Upsample (B, 1, h, w) maps bilinearly to ``size`` and divide each by its maximum: A*_k in [0, 1].
+def normalized_attention(attention_map: torch.Tensor, size: tuple[int, int], norm: str = "max") -> torch.Tensor:
+    """Upsample (B, 1, h, w) maps bilinearly to ``size`` and scale each into [0, 1].
 
-    An all-zero map stays all zero (no division by zero).
+    ``norm="max"``: A / max(A), the paper's normalisation (maps are non-negative after the ReLU); an all-zero
+    map stays all zero. ``norm="minmax"``: (A - min) / (max - min), for attention heads without a ReLU
+    (the reference project's models); a constant map becomes all zero.
     """
     if attention_map.dim() == 3:
         attention_map = attention_map.unsqueeze(1)
     up = F.interpolate(attention_map.float(), size=size, mode="bilinear", align_corners=False)
     peak = up.amax(dim=(2, 3), keepdim=True)
+    if norm == "minmax":
+        low = up.amin(dim=(2, 3), keepdim=True)
+        return (up - low) / (peak - low).clamp_min(1e-12)
+    if norm != "max":
+        raise ValueError(f"norm must be 'max' or 'minmax', got {norm!r}")
     return up / peak.clamp_min(1e-12)
 
 
@@ -65,7 +72,7 @@ def _as_column(theta: Theta, batch_size: int, device: torch.device) -> torch.Ten
 
 
 def attention_crop_boxes(
-    attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta, padding_ratio: float
+    attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta, padding_ratio: float, norm: str = "max"
 ) -> torch.Tensor:
     """Boxes (B, 4) as float ``x0, y0, x1, y1`` pixel-edge coordinates (x1, y1 exclusive).
 
@@ -75,7 +82,7 @@ def attention_crop_boxes(
     height, width = image_size
     batch = attention_map.shape[0]
     device = attention_map.device
-    mask = normalized_attention(attention_map, image_size) > _as_column(theta, batch, device)
+    mask = normalized_attention(attention_map, image_size, norm) > _as_column(theta, batch, device)
     mask = mask[:, 0]  # (B, H, W)
     rows = mask.any(dim=2)  # (B, H)
     cols = mask.any(dim=1)  # (B, W)
@@ -98,25 +105,27 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: Optional[tu
 
     Output pixel i samples the input at y0 + (i + 0.5) * (y1 - y0) / H_out - 0.5 (pixel centres, the
     convention of ``F.interpolate(..., align_corners=False)`` and ``roi_align(..., aligned=True)``), built as
-    one affine sampling grid per image and applied with a single ``grid_sample``.
+    one sampling grid per image (built by broadcasting, which exports to ONNX without an AffineGrid op) and
+    applied with a single ``grid_sample``.
     """
     batch, _, height, width = images.shape
     out_h, out_w = size if size is not None else (height, width)
-    boxes = boxes.to(torch.float32)
-    x0, y0, x1, y1 = boxes.unbind(dim=1)
-    # grid_sample's normalised coordinate g maps to input pixel (g + 1) * W / 2 - 0.5 (align_corners=False)
-    theta = torch.zeros(batch, 2, 3, device=images.device, dtype=torch.float32)
-    theta[:, 0, 0] = (x1 - x0) / width
-    theta[:, 0, 2] = (x0 + x1) / width - 1
-    theta[:, 1, 1] = (y1 - y0) / height
-    theta[:, 1, 2] = (y0 + y1) / height - 1
-    grid = F.affine_grid(theta, [batch, 1, out_h, out_w], align_corners=False).to(images.dtype)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x0, y0, x1, y1 = boxes.to(torch.float32).unbind(dim=1)
+    # Output pixel centres as fractions of the box, (i + 0.5) / n, mapped into the box in input pixels and then
+    # to grid_sample's normalised coordinates: g = (2 * p + 1) / size - 1 (align_corners=False).
+    fx = (torch.arange(out_w, device=images.device, dtype=torch.float32) + 0.5) / out_w
+    fy = (torch.arange(out_h, device=images.device, dtype=torch.float32) + 0.5) / out_h
+    gx = (2 * (x0[:, None] + fx[None, :] * (x1 - x0)[:, None])) / width - 1  # (B, out_w)
+    gy = (2 * (y0[:, None] + fy[None, :] * (y1 - y0)[:, None])) / height - 1  # (B, out_h)
+    grid = torch.stack([gx[:, None, :].expand(batch, out_h, out_w), gy[:, :, None].expand(batch, out_h, out_w)], -1)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def attention_crop(images: torch.Tensor, attention_map: torch.Tensor, theta: Theta, padding_ratio: float) -> torch.Tensor:
+def attention_crop(
+    images: torch.Tensor, attention_map: torch.Tensor, theta: Theta, padding_ratio: float, norm: str = "max"
+) -> torch.Tensor:
     """Attention cropping (eq. 4): zoom each image into the region where its map exceeds theta x max."""
-    boxes = attention_crop_boxes(attention_map, tuple(images.shape[-2:]), theta, padding_ratio)
+    boxes = attention_crop_boxes(attention_map, tuple(images.shape[-2:]), theta, padding_ratio, norm)
     return crop_and_resize(images, boxes)
 
 

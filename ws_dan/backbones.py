@@ -183,7 +183,9 @@ def _efficientnet(variant: str) -> BackboneFactory:
         from efficientnet_pytorch import EfficientNet
         from efficientnet_pytorch.utils import url_map
 
-        net = EfficientNet.from_name(variant)
+        # image_size=None: TensorFlow-style "same" padding computed from each input's size, as the weights were
+        # trained; a static padding for the default resolution (300 px for B3) pads a 512 px image differently.
+        net = EfficientNet.from_name(variant, image_size=None)
         _init_weights(net, url_map[variant], pretrained, pretrained_path)
         features = EfficientNetFeatures(net, cut=4)
         return Backbone(features, features.out_channels)

@@ -130,7 +130,8 @@ def check_compatible(found: ModelConfig, wanted: dict[str, Any], source: PathLik
         raise CheckpointError(f"{source}: checkpoint does not fit this run: " + "; ".join(problems))
 
 
-def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: PathLike) -> None:
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: PathLike,
+                     assign: bool = False) -> None:
     """``model.load_state_dict`` with an error that names the mismatching keys and shapes."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
@@ -143,15 +144,27 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape "
             f"(e.g. {shapes[:2]})"
         )
-    model.load_state_dict(state_dict)
+    model.load_state_dict(state_dict, assign=assign)
+
+
+def build_model_from_state(config: ModelConfig, state_dict: dict[str, torch.Tensor], source: PathLike) -> WSDAN:
+    """A WSDAN with the given weights. It is built on the meta device (no memory, no random initialisation:
+    Inception's truncated-normal init alone takes seconds) and the checkpoint's tensors are assigned to it."""
+    with torch.device("meta"):
+        model = WSDAN(config)
+    load_model_state(model, state_dict, source, assign=True)
+    leftover = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:  # a non-persistent buffer the state dict cannot carry: build normally instead
+        model = WSDAN(config)
+        load_model_state(model, state_dict, source)
+    return model
 
 
 def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None) -> WSDAN:
     """Rebuild the model from a checkpoint alone (its config says the backbone, M, classes...), in eval mode."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     source = "<checkpoint>" if isinstance(path_or_state, dict) else path_or_state
-    model = WSDAN(checkpoint_config(state))
-    load_model_state(model, state["model"], source)
+    model = build_model_from_state(checkpoint_config(state), state["model"], source)
     return model.to(device or "cpu").eval()
 
 

@@ -12,6 +12,7 @@ averages the logits of the raw image and of the image cropped to the mean attent
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple, Optional
 
@@ -46,6 +47,14 @@ class ModelConfig:
     logit_scale: float = 100.0
     eval_crop_theta: float = 0.1
     eval_crop_padding: float = 0.05
+    # Variants of the head, so that models trained by other WS-DAN code keep their exact formula (see
+    # ws_dan/convert.py). The defaults are the paper's / WS-DAN.PyTorch's; the reference (Grab) project used
+    # a bare 1x1 conv for the attention maps, plain average pooling, a classifier with bias, logit_scale 1
+    # and min-max normalised maps for the inference crop.
+    attention_bn: bool = True  # attention maps = ReLU(BN(conv1x1(F))); False: conv1x1(F) only
+    pool_normalize: bool = True  # sign-sqrt and L2 normalisation of the feature matrix
+    fc_bias: bool = False
+    attention_norm: str = "max"  # how the inference crop scales the mean map: "max" or "minmax"
 
     def __post_init__(self) -> None:
         self.backbone = canonical_name(self.backbone)
@@ -76,17 +85,19 @@ class WSDANOutput(NamedTuple):
     attention_maps: torch.Tensor  # (B, M, H, W)
 
 
-def bilinear_attention_pooling(features: torch.Tensor, attentions: torch.Tensor) -> torch.Tensor:
+def bilinear_attention_pooling(features: torch.Tensor, attentions: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     """Bilinear attention pooling (BAP, eq. 2-3) with sign-sqrt and L2 normalisation.
 
     f_k = (1 / HW) sum_{i,j} A_k(i, j) F(:, i, j)  for each of the M maps, computed for all maps at once as one
     contraction (B, M, H, W) x (B, C, H, W) -> (B, M, C); then P = sign(f) sqrt(|f|) and P / ||P||_2 over the
-    flattened M*C vector. Returns (B, M * C).
+    flattened M*C vector (skipped with ``normalize=False``). Returns (B, M * C).
     """
     b, m, h, w = attentions.shape
-    pooled = torch.einsum("bmhw,bchw->bmc", attentions, features) / float(h * w)
+    pooled = torch.einsum("bmhw,bchw->bmc", attentions, features).reshape(b, -1) / float(h * w)
+    if not normalize:
+        return pooled
     pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + EPSILON)
-    return F.normalize(pooled.reshape(b, -1), dim=-1)
+    return F.normalize(pooled, dim=-1)
 
 
 class WSDAN(nn.Module):
@@ -104,18 +115,17 @@ class WSDAN(nn.Module):
         self.features = backbone.features
         self.num_features = backbone.channels
         m = config.num_attentions
-        self.attentions = nn.Sequential(
-            nn.Conv2d(self.num_features, m, kernel_size=1, bias=False),
-            nn.BatchNorm2d(m, eps=0.001),
-            nn.ReLU(inplace=True),
-        )
-        self.fc = nn.Linear(m * self.num_features, config.num_classes, bias=False)
+        head: dict[str, nn.Module] = {"conv": nn.Conv2d(self.num_features, m, kernel_size=1, bias=False)}
+        if config.attention_bn:
+            head.update(bn=nn.BatchNorm2d(m, eps=0.001), relu=nn.ReLU(inplace=True))
+        self.attentions = nn.Sequential(OrderedDict(head))
+        self.fc = nn.Linear(m * self.num_features, config.num_classes, bias=config.fc_bias)
         self.register_buffer("feature_centers", torch.zeros(config.num_classes, m * self.num_features))
 
     def forward(self, images: torch.Tensor) -> WSDANOutput:
         feature_maps = self.features(images)
         attention_maps = self.attentions(feature_maps)
-        feature_matrix = bilinear_attention_pooling(feature_maps, attention_maps)
+        feature_matrix = bilinear_attention_pooling(feature_maps, attention_maps, self.config.pool_normalize)
         logits = self.fc(feature_matrix * self.config.logit_scale)
         return WSDANOutput(logits, feature_matrix, attention_maps)
 
@@ -127,7 +137,8 @@ class WSDAN(nn.Module):
         """
         raw = self(images)
         mean_attention = raw.attention_maps.mean(dim=1, keepdim=True)
-        crops = attention_crop(images, mean_attention, self.config.eval_crop_theta, self.config.eval_crop_padding)
+        cfg = self.config
+        crops = attention_crop(images, mean_attention, cfg.eval_crop_theta, cfg.eval_crop_padding, cfg.attention_norm)
         crop_logits = self(crops).logits
         return (raw.logits + crop_logits) / 2, mean_attention
 

@@ -1,0 +1,80 @@
+"""Export the inference path (normalise, raw + attention crop, averaged, softmax) as one graph.
+
+The exported graph takes RGB images as float32 in [0, 1], shape (N, 3, S, S) with S the checkpoint's image
+size and any N, and returns class probabilities (N, num_classes): the same numbers as ``predict.py`` for
+the same resized image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import torch
+import torch.nn as nn
+
+from .model import WSDAN
+
+PathLike = Union[str, os.PathLike]
+
+
+class InferenceModel(nn.Module):
+    """images in [0, 1] -> softmax((logits(raw) + logits(attention crop)) / 2), normalisation included."""
+
+    def __init__(self, model: WSDAN):
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mean", torch.tensor(model.config.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model.config.std).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model.predict_logits((images - self.mean) / self.std)
+        return torch.softmax(logits, dim=1)
+
+
+def _exportable(model: WSDAN) -> WSDAN:
+    """Swap efficientnet-pytorch's memory-efficient Swish (a custom autograd Function that tracers cannot
+    see through) for the plain x * sigmoid(x); the numbers are the same."""
+    try:
+        from efficientnet_pytorch.utils import MemoryEfficientSwish, Swish
+    except ImportError:  # pragma: no cover - efficientnet-pytorch is a dependency
+        return model
+    for module in model.modules():
+        if isinstance(getattr(module, "_swish", None), MemoryEfficientSwish):
+            module._swish = Swish()
+    return model
+
+
+def export_onnx(model: WSDAN, path: PathLike, opset: int = 18) -> Path:
+    """Write an ONNX file with a dynamic batch dimension (input ``images``, output ``probabilities``)."""
+    path = Path(path)
+    wrapper = InferenceModel(_exportable(model)).eval()
+    size = model.config.image_size
+    example = torch.rand(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=["probabilities"],
+                          dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
+                          external_data=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def export_torchscript(model: WSDAN, path: PathLike) -> Path:
+    """Write a TorchScript file (traced; the batch dimension stays free because nothing depends on its value)."""
+    path = Path(path)
+    wrapper = InferenceModel(_exportable(model)).eval()
+    size = model.config.image_size
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, torch.rand(2, 3, size, size), check_trace=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        traced.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
