@@ -31,6 +31,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--csv-headings", default="image,label", help="CSV column names: IMAGE,LABEL")
     p.add_argument("--do-eval", type=str2bool, default=True, help="compute metrics when labels are known")
     p.add_argument("--topk", type=int, default=5, help="how many top classes predictions.csv lists")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time views: the image and its mirror, each raw and cropped at --tta-thetas, averaged")
+    p.add_argument("--tta-thetas", type=float, nargs="+", default=[0.3, 0.2, 0.1],
+                   help="crop thresholds of --tta (CAL's evaluation uses 0.3 0.2 0.1)")
     p.add_argument("--save-attention", type=int, default=0, metavar="N",
                    help="write attention heatmap overlays for the first N images")
     p.add_argument("-b", "--batch-size", type=int, default=32)
@@ -113,7 +117,8 @@ def main(args: argparse.Namespace) -> dict:
     dtype = amp_dtype(args.amp, device, log)
     try:
         result = predict(wrap_data_parallel(model, device, gpu_ids), loader, device, dtype,
-                         keep_attention=args.save_attention, skip_log=skip_log, progress=args.progress)
+                         keep_attention=args.save_attention, skip_log=skip_log, progress=args.progress,
+                         thetas=args.tta_thetas if args.tta else None, flip=args.tta)
     except UnreadableImageError as e:  # only raised with --strict
         fail(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)")
 

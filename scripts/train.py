@@ -1,4 +1,4 @@
-"""Train WS-DAN on a folder of class folders.
+"""Train WS-DAN (or the plain CNN baseline) on a folder of class folders.
 
     python scripts/train.py --data-dir D --save-dir S [-m efficientnet-b3] [-e 100] [-b 32] [--lr 0.001]
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 from ws_dan.backbones import list_backbones  # noqa: E402
 from ws_dan.utils import default_workers  # noqa: E402
 
-DEFAULTS = dict(model="efficientnet-b3", image_size=512, num_attentions=64)
+DEFAULTS = dict(model="efficientnet-b3", image_size=512, num_attentions=64)  # flags left unset take these
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -32,6 +32,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--save-dir", "--sd", required=True, help="folder for checkpoints, metrics and logs")
     p.add_argument("-m", "--model", default=None,
                    help=f"backbone ({', '.join(list_backbones())}); default {DEFAULTS['model']}, or the checkpoint's with -c")
+    p.add_argument("--method", choices=["wsdan", "baseline"], default=None,
+                   help="wsdan, or baseline: backbone + global pooling + linear classifier; default wsdan, "
+                        "or the checkpoint's with -c")
+    p.add_argument("--cal", action="store_true",
+                   help="add the counterfactual-attention loss of CAL (Rao et al. 2021) to WS-DAN")
     p.add_argument("--image-size", type=int, default=None, help=f"square input size; default {DEFAULTS['image_size']}")
     p.add_argument("--num-attentions", type=int, default=None,
                    help=f"number of attention maps M; default {DEFAULTS['num_attentions']}")
@@ -41,8 +46,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-e", "--epochs", type=int, default=100)
     p.add_argument("-b", "--batch-size", type=int, default=32)
     p.add_argument("-j", "--workers", type=int, default=default_workers(), help="data loading processes")
-    p.add_argument("--lr", type=float, default=0.001, help="initial learning rate (SGD)")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--optimizer", choices=["sgd", "adamw", "adabound"], default="sgd")
+    p.add_argument("--lr", type=float, default=0.001, help="initial learning rate")
+    p.add_argument("--final-lr", type=float, default=0.1, help="AdaBound: the SGD learning rate it converges to")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", "--wd", type=float, default=1e-5)
     p.add_argument("--lr-scheduler", choices=["plateau", "cosine", "step"], default="plateau",
                    help="plateau: reduce on validation loss (the reference project's choice); "
@@ -55,6 +62,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--drop-theta", type=float, nargs=2, default=[0.2, 0.5], metavar=("LOW", "HIGH"),
                    help="attention-drop threshold range theta_d")
     p.add_argument("--crop-padding", type=float, default=0.1, help="crop box padding, fraction of the image size")
+    p.add_argument("--augment", default="flip,color-jitter",
+                   help="comma-separated training augmentations: flip, color-jitter, random-resized-crop, "
+                        "autoaugment, randaugment, random-erasing, night; or none")
+    p.add_argument("--class-weights", choices=["none", "balanced"], default="none",
+                   help="balanced: weight the cross-entropy by n / (classes x count), scikit-learn's formula")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--beta", type=float, default=0.05, help="feature-center update rate")
     p.add_argument("--center-weight", type=float, default=1.0, help="weight of the center loss")
     p.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume from (e.g. SAVE_DIR/last.pt)")
@@ -99,7 +112,9 @@ def main(args: argparse.Namespace) -> dict:
         load_checkpoint, save_checkpoint, set_rng_state,
     )
     from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader
+    from ws_dan.augment import parse_augment
     from ws_dan.engine import StepConfig, evaluate, train_one_epoch
+    from ws_dan.optim import balanced_class_weights, build_optimizer
     from ws_dan.model import ModelConfig, build_model
     from ws_dan.plots import plot_curves
     from ws_dan.utils import (
@@ -134,19 +149,24 @@ def main(args: argparse.Namespace) -> dict:
         if resume is not None:
             config = checkpoint_config(resume)
             wanted = {"class_names": class_names}
-            for flag, key in [("model", "backbone"), ("image_size", "image_size"), ("num_attentions", "num_attentions")]:
+            for flag, key in [("model", "backbone"), ("image_size", "image_size"), ("num_attentions", "num_attentions"),
+                              ("method", "method")]:
                 if getattr(args, flag) is not None:
                     wanted[key] = getattr(args, flag)
             check_compatible(config, wanted, args.ckpt)
             model = build_model_from_state(config, resume["model"], args.ckpt)
         else:
             config = ModelConfig(
-                backbone=args.model or DEFAULTS["model"], num_classes=len(class_names), class_names=class_names,
-                num_attentions=args.num_attentions or DEFAULTS["num_attentions"],
+                backbone=args.model or DEFAULTS["model"], method=args.method or "wsdan", num_classes=len(class_names),
+                class_names=class_names, num_attentions=args.num_attentions or DEFAULTS["num_attentions"],
                 image_size=args.image_size or DEFAULTS["image_size"])
             model = build_model(config, pretrained=args.pretrained, pretrained_path=args.pretrained_path)
+        augment = parse_augment(args.augment)
+        train_transform = build_transform(config.image_size, config.mean, config.std, True, augment)
     except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
         fail(str(e))
+    if args.cal and config.method != "wsdan":
+        fail("--cal needs --method wsdan (the counterfactual attention is WS-DAN's)")
     model.to(device)
     forward_model = wrap_data_parallel(model, device, gpu_ids)
 
@@ -159,19 +179,24 @@ def main(args: argparse.Namespace) -> dict:
         fail(f"{args.data_dir}: at least 2 training images per batch are needed (batch norm); found {batch_size}")
     generator = torch.Generator().manual_seed(args.seed)
     pin = device.type == "cuda"
-    train_ds = ImageDataset(train_list.samples, build_transform(config.image_size, config.mean, config.std, True),
-                            strict=args.strict)
+    train_ds = ImageDataset(train_list.samples, train_transform, strict=args.strict)
     test_ds = ImageDataset(test_list.samples, build_transform(config.image_size, config.mean, config.std, False),
                            strict=args.strict)
     train_loader = make_loader(train_ds, batch_size, args.workers, train=True, generator=generator, pin_memory=pin)
     test_loader = make_loader(test_ds, batch_size, args.workers, train=False, pin_memory=pin)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = build_optimizer(args.optimizer, model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay, final_lr=args.final_lr)
     scheduler = build_scheduler(args, optimizer)
     dtype = amp_dtype(args.amp, device, log)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    class_weight = None
+    if args.class_weights == "balanced":
+        class_weight = balanced_class_weights([t for _, t in train_list.samples], config.num_classes)
+        log.info("class weights (balanced): min %.3f, max %.3f", class_weight.min(), class_weight.max())
     step_cfg = StepConfig(crop_theta=tuple(args.crop_theta), crop_padding=args.crop_padding,
-                          drop_theta=tuple(args.drop_theta), beta=args.beta, center_weight=args.center_weight)
+                          drop_theta=tuple(args.drop_theta), beta=args.beta, center_weight=args.center_weight,
+                          cal=args.cal, class_weight=class_weight, label_smoothing=args.label_smoothing)
 
     start_epoch, best_top1, best_epoch = 0, -math.inf, 0
     rows: list[dict] = []
@@ -189,13 +214,15 @@ def main(args: argparse.Namespace) -> dict:
         log.info("resumed from %s at epoch %d (best top-1 %.2f%% at epoch %d)", args.ckpt, start_epoch,
                  best_top1, best_epoch)
     write_json(save_dir / "args.json", {**vars(args), "resolved_model_config": config.to_dict()})
-    log.info("WS-DAN %s, M=%d, %d classes, %d px | train %d images, test %d | device %s%s",
-             config.backbone, config.num_attentions, config.num_classes, config.image_size,
-             len(train_ds), len(test_ds), device, f" ({dtype})" if dtype else "")
+    what = (f"WS-DAN{'+CAL' if args.cal else ''} {config.backbone}, M={config.num_attentions}"
+            if config.method == "wsdan" else f"baseline {config.backbone}")
+    log.info("%s, %d classes, %d px | train %d images, test %d | augment %s | %s | device %s%s", what,
+             config.num_classes, config.image_size, len(train_ds), len(test_ds), ",".join(augment) or "none",
+             args.optimizer, device, f" ({dtype})" if dtype else "")
 
     log.debug("model config: %s", {k: v for k, v in config.to_dict().items() if k != "class_names"})
-    log.debug("step config: %s | optimizer SGD lr %g momentum %g wd %g | scheduler %s | %d batches of %d per epoch",
-              step_cfg, args.lr, args.momentum, args.weight_decay, args.lr_scheduler, len(train_loader), batch_size)
+    log.debug("step config: %s | optimizer %s lr %g wd %g | scheduler %s | %d batches of %d per epoch", step_cfg,
+              args.optimizer, args.lr, args.weight_decay, args.lr_scheduler, len(train_loader), batch_size)
 
     def state(epoch: int, interrupted: bool = False) -> dict:
         rng = get_rng_state()
@@ -213,7 +240,8 @@ def main(args: argparse.Namespace) -> dict:
             lr = optimizer.param_groups[0]["lr"]
             train_m = train_one_epoch(forward_model, train_loader, optimizer, step_cfg, device, epoch + 1, scaler,
                                       dtype, skip_log, args.progress)
-            val_m = evaluate(model, test_loader, device, dtype, skip_log, args.progress, desc=f"val {epoch + 1}")
+            val_m = evaluate(model, test_loader, device, dtype, skip_log, args.progress, desc=f"val {epoch + 1}",
+                             cfg=step_cfg)
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(val_m["loss"])
             else:
@@ -232,9 +260,10 @@ def main(args: argparse.Namespace) -> dict:
                 _copy_atomic(save_dir / "last.pt", save_dir / "best.pt")
             if args.save_freq and (epoch + 1) % args.save_freq == 0:
                 _copy_atomic(save_dir / "last.pt", save_dir / f"epoch_{epoch + 1:03d}.pt")
-            log.info("epoch %d/%d  loss %.4f  raw %.2f%%  crop %.2f%%  drop %.2f%%  | val loss %.4f  top-1 %.2f%%  "
-                     "top-5 %.2f%%%s  | lr %.2g  %.1fs", epoch + 1, args.epochs, train_m["loss"], train_m["raw_top1"],
-                     train_m["crop_top1"], train_m["drop_top1"], val_m["loss"], val_m["top1"], val_m["top5"],
+            views = "  ".join(f"{v} {train_m[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
+                              if v + "_top1" in train_m)
+            log.info("epoch %d/%d  loss %.4f  %s  | val loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  | lr %.2g  %.1fs",
+                     epoch + 1, args.epochs, train_m["loss"], views, val_m["loss"], val_m["top1"], val_m["top5"],
                      " (best)" if is_best else "", lr, row["seconds"])
     except UnreadableImageError as e:  # only raised with --strict
         fail(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)")

@@ -49,6 +49,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, {"config": {}, "model": {}, "epoch": 2})
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1  # the previous file is intact
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
@@ -68,6 +69,14 @@ def test_truncated_foreign_and_missing_files(tmp_path):
     assert load_checkpoint(tmp_path / "sr.pt", kind=None)["kind"] == "sr"
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class _Payload:

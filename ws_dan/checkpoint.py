@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 
 from . import __version__
-from .model import WSDAN, ModelConfig
+from .model import ModelConfig, create_model
+from .utils import new_file_mode
 
 PathLike = Union[str, os.PathLike]
 FORMAT = "ws_dan.checkpoint"
@@ -57,6 +58,7 @@ def save_checkpoint(path: PathLike, state: dict[str, Any], kind: str = "wsdan") 
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -147,20 +149,22 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
     model.load_state_dict(state_dict, assign=assign)
 
 
-def build_model_from_state(config: ModelConfig, state_dict: dict[str, torch.Tensor], source: PathLike) -> WSDAN:
-    """A WSDAN with the given weights. It is built on the meta device (no memory, no random initialisation:
-    Inception's truncated-normal init alone takes seconds) and the checkpoint's tensors are assigned to it."""
+def build_model_from_state(config: ModelConfig, state_dict: dict[str, torch.Tensor], source: PathLike) -> nn.Module:
+    """The configured model (WSDAN or baseline) with the given weights.
+
+    It is built on the meta device (no memory, no random initialisation: Inception's truncated-normal init alone
+    takes seconds) and the checkpoint's tensors are assigned to it."""
     with torch.device("meta"):
-        model = WSDAN(config)
+        model = create_model(config)
     load_model_state(model, state_dict, source, assign=True)
     leftover = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftover:  # a non-persistent buffer the state dict cannot carry: build normally instead
-        model = WSDAN(config)
+        model = create_model(config)
         load_model_state(model, state_dict, source)
     return model
 
 
-def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None) -> WSDAN:
+def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None) -> nn.Module:
     """Rebuild the model from a checkpoint alone (its config says the backbone, M, classes...), in eval mode."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
     source = "<checkpoint>" if isinstance(path_or_state, dict) else path_or_state

@@ -24,6 +24,8 @@ from torchvision import transforms as T
 
 from data_tools.images import SkippedFile, UnreadableImageError, find_images, open_image
 
+from .augment import DEFAULT_AUGMENT, build_train_transform
+
 PathLike = Union[str, os.PathLike]
 Sample = tuple[Path, int]
 
@@ -211,15 +213,15 @@ def collate_skip_failed(items: list) -> Batch:
     return Batch(images, targets, indices, failed)
 
 
-def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool) -> T.Compose:
-    """Resize the whole image to a square (no crop: the reference project found that keeping the whole car,
-    resized to 512, beats a smaller random crop); in training add a horizontal flip and the brightness and
-    saturation jitter of WS-DAN.PyTorch."""
-    steps: list = [T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
+def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
+                    augment: Sequence[str] = DEFAULT_AUGMENT) -> T.Compose:
+    """Evaluation: the whole image resized to a square (no crop: the reference project found that keeping the
+    whole car, resized to 512, beats a smaller crop). Training: the ``augment`` list (ws_dan.augment); the
+    default is a horizontal flip and WS-DAN.PyTorch's brightness and saturation jitter."""
     if train:
-        steps += [T.RandomHorizontalFlip(), T.ColorJitter(brightness=0.126, saturation=0.5)]
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
+        return build_train_transform(image_size, mean, std, augment)
+    return T.Compose([T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+                      T.ToTensor(), T.Normalize(mean, std)])
 
 
 def make_loader(

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from .attention import attention_crop, attention_drop, random_theta, sample_attention_maps
 from .data import Batch, SkipLog
 from .losses import center_loss, update_centers
-from .model import WSDAN
 
 TOPK = (1, 3, 5)
 
@@ -36,6 +35,11 @@ class StepConfig:
     drop_theta     theta_d drawn per image from this range (paper 0.5; reference code [0.2, 0.5])
     beta           feature-center update rate (paper: 0.05)
     center_weight  weight of the center loss; the three cross-entropies are averaged (reference code)
+    cal            add CAL's counterfactual-attention loss (Rao et al., ICCV 2021)
+    cal_weight     its weight: 1, as in CAL's official code, where the loss is CE(raw)/3 + CE(crop, drop)*2/3
+                   + CE(effect logits of raw, crop, drop)*1 + center loss
+    class_weight   per-class cross-entropy weights (e.g. scikit-learn's "balanced"), or None
+    label_smoothing  cross-entropy label smoothing
     """
 
     crop_theta: tuple[float, float] = (0.4, 0.6)
@@ -43,17 +47,23 @@ class StepConfig:
     drop_theta: tuple[float, float] = (0.2, 0.5)
     beta: float = 0.05
     center_weight: float = 1.0
+    cal: bool = False
+    cal_weight: float = 1.0
+    class_weight: Optional[torch.Tensor] = None
+    label_smoothing: float = 0.0
+
+    def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device, logits.dtype)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 class StepResult(NamedTuple):
     loss: torch.Tensor  # scalar, detached
-    raw_logits: torch.Tensor
-    crop_logits: torch.Tensor
-    drop_logits: torch.Tensor
+    logits: dict[str, torch.Tensor]  # view name ("raw", "crop", "drop") -> (B, K) logits, detached
 
 
-def unwrap(model: nn.Module) -> WSDAN:
-    """The WS-DAN module inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod")
     return model
@@ -64,6 +74,18 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
     if dtype is None or device.type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
+    """One backward and one optimizer step (the GradScaler guards fp16 gradients)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
 
 
 def train_step(
@@ -78,11 +100,11 @@ def train_step(
     """One WS-DAN step: three views, one loss, one backward, one optimizer step, then the center update."""
     net = unwrap(model)
     batch = images.shape[0]
+    ce = cfg.cross_entropy
     with autocast(images.device, amp_dtype):
         # 1. Raw images: classify, and pull each image's feature matrix toward its class center.
-        raw = model(images)
+        raw = model(images, counterfactual=cfg.cal)
         centers = net.feature_centers[targets]  # a copy, taken before this batch moves the centers
-        loss_raw = F.cross_entropy(raw.logits, targets)
         loss_center = center_loss(raw.features.float(), centers)
 
         # 2. Attention-guided augmentation: per image, two of the M maps sampled by their mass, one guiding
@@ -94,25 +116,39 @@ def train_step(
             theta_d = random_theta(batch, *cfg.drop_theta, device=images.device)
             drop_images = attention_drop(images, maps[:, 1:], theta_d)
 
-        # 3. Crop and drop views through the same network.
-        crop_logits = model(crop_images).logits
-        drop_logits = model(drop_images).logits
-        loss = (loss_raw + F.cross_entropy(crop_logits, targets) + F.cross_entropy(drop_logits, targets)) / 3
+        # 3. Crop and drop views through the same network, as one batch of 2B images.
+        aug = model(torch.cat([crop_images, drop_images]), counterfactual=cfg.cal)
+        aug_targets = torch.cat([targets, targets])
+        loss = ce(raw.logits, targets) / 3 + ce(aug.logits, aug_targets) * 2 / 3  # = mean of the 3 views' CE
         loss = loss + cfg.center_weight * loss_center
+        if cfg.cal:
+            effect = torch.cat([raw.effect_logits, aug.effect_logits])
+            loss = loss + cfg.cal_weight * ce(effect, torch.cat([targets, aug_targets]))
 
-    # 4. One backward and one optimizer step for the sum (the GradScaler guards fp16 gradients).
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
+    # 4. One backward and one optimizer step for the sum.
+    _optimize(loss, optimizer, scaler)
 
     # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y).
     update_centers(net.feature_centers, raw.features.detach().float(), targets, cfg.beta)
-    return StepResult(loss.detach(), raw.logits.detach(), crop_logits.detach(), drop_logits.detach())
+    crop_logits, drop_logits = aug.logits.detach().chunk(2)
+    return StepResult(loss.detach(), {"raw": raw.logits.detach(), "crop": crop_logits, "drop": drop_logits})
+
+
+def baseline_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: StepConfig,
+    scaler: Optional[torch.amp.GradScaler] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+) -> StepResult:
+    """The plain classifier's step: one view, cross-entropy, one optimizer step."""
+    with autocast(images.device, amp_dtype):
+        logits = model(images).logits
+        loss = cfg.cross_entropy(logits, targets)
+    _optimize(loss, optimizer, scaler)
+    return StepResult(loss.detach(), {"raw": logits.detach()})
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
@@ -162,9 +198,12 @@ def train_one_epoch(
     progress: bool = True,
     refresh_every: int = 10,
 ) -> dict[str, float]:
-    """Train for one pass over ``loader``; returns mean loss and top-1/3/5 (%) of the raw, crop and drop views."""
+    """Train for one pass over ``loader``; returns mean loss and top-1/3/5 (%) of each view (raw, crop, drop;
+    the baseline has only raw)."""
     model.train()
-    meter = _Meter(["raw", "crop", "drop"], device)
+    baseline = unwrap(model).config.method == "baseline"
+    step_fn = baseline_step if baseline else train_step
+    meter = _Meter(["raw"] if baseline else ["raw", "crop", "drop"], device)
     bar = tqdm(loader, desc=f"train {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
     for step, batch in enumerate(bar):
         if skip_log is not None:
@@ -173,13 +212,11 @@ def train_one_epoch(
             continue
         images = batch.images.to(device, non_blocking=True)
         targets = batch.targets.to(device, non_blocking=True)
-        result = train_step(model, images, targets, optimizer, cfg, scaler, amp_dtype)
-        meter.update(result.loss, {"raw": result.raw_logits, "crop": result.crop_logits,
-                                   "drop": result.drop_logits}, targets)
+        result = step_fn(model, images, targets, optimizer, cfg, scaler, amp_dtype)
+        meter.update(result.loss, result.logits, targets)
         if progress and step % refresh_every == 0:
             r = meter.result()
-            bar.set_postfix(loss=f"{r['loss']:.3f}", raw=f"{r['raw_top1']:.1f}", crop=f"{r['crop_top1']:.1f}",
-                            drop=f"{r['drop_top1']:.1f}")
+            bar.set_postfix(loss=f"{r['loss']:.3f}", **{v: f"{r[v + '_top1']:.1f}" for v in meter.names})
     if meter.count == 0:
         raise RuntimeError("no training batch could be formed: every image failed to load (see the warnings)")
     return meter.result()
@@ -194,6 +231,7 @@ def evaluate(
     skip_log: Optional[SkipLog] = None,
     progress: bool = True,
     desc: str = "eval",
+    cfg: Optional[StepConfig] = None,
 ) -> dict[str, float]:
     """Validation loss and top-1/3/5 (%) of the inference logits (raw + attention crop, averaged)."""
     model.eval()
@@ -207,7 +245,8 @@ def evaluate(
         targets = batch.targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits, _ = unwrap(model).predict_logits(images)
-        meter.update(F.cross_entropy(logits.float(), targets), {"": logits}, targets)
+        loss = (cfg or StepConfig()).cross_entropy(logits.float(), targets)
+        meter.update(loss, {"": logits}, targets)
     return meter.result()
 
 
@@ -227,9 +266,11 @@ def predict(
     keep_attention: int = 0,
     skip_log: Optional[SkipLog] = None,
     progress: bool = True,
+    thetas: Optional[Sequence[float]] = None,
+    flip: bool = False,
 ) -> Predictions:
     """Class probabilities for every readable image, in loader order; the mean attention map of the first
-    ``keep_attention`` images (for heatmaps)."""
+    ``keep_attention`` images (for heatmaps). ``thetas`` / ``flip``: test-time views (see predict_logits)."""
     model.eval()
     probs, indices, targets, attention = [], [], [], []
     for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
@@ -238,7 +279,8 @@ def predict(
         if batch.images is None:
             continue
         with autocast(device, amp_dtype):
-            logits, mean_attention = unwrap(model).predict_logits(batch.images.to(device, non_blocking=True))
+            images = batch.images.to(device, non_blocking=True)
+            logits, mean_attention = unwrap(model).predict_logits(images, thetas=thetas, flip=flip)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         indices.append(batch.indices)
         targets.append(batch.targets)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +24,7 @@ from .attention import attention_crop
 from .backbones import Backbone, canonical_name, create_backbone
 
 EPSILON = 1e-12
+METHODS = ("wsdan", "baseline")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ModelConfig:
     """
 
     backbone: str = "efficientnet-b3"
+    method: str = "wsdan"  # "wsdan", or "baseline": backbone + global average pooling + linear classifier
     num_classes: int = 196
     class_names: list[str] = field(default_factory=list)
     num_attentions: int = 64
@@ -65,6 +67,8 @@ class ModelConfig:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if self.num_attentions < 1 or self.num_classes < 1 or self.image_size < 8:
             raise ValueError(f"invalid model config: {self}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
 
     def to_dict(self) -> dict:
         """Plain Python values only, so the checkpoint loads with ``weights_only=True``."""
@@ -83,6 +87,7 @@ class WSDANOutput(NamedTuple):
     logits: torch.Tensor  # (B, num_classes)
     features: torch.Tensor  # (B, M * C), the normalised feature matrix (used by the center loss)
     attention_maps: torch.Tensor  # (B, M, H, W)
+    effect_logits: Optional[torch.Tensor] = None  # CAL: logits(real attention) - logits(counterfactual)
 
 
 def bilinear_attention_pooling(features: torch.Tensor, attentions: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -122,32 +127,99 @@ class WSDAN(nn.Module):
         self.fc = nn.Linear(m * self.num_features, config.num_classes, bias=config.fc_bias)
         self.register_buffer("feature_centers", torch.zeros(config.num_classes, m * self.num_features))
 
-    def forward(self, images: torch.Tensor) -> WSDANOutput:
+    def forward(self, images: torch.Tensor, counterfactual: bool = False) -> WSDANOutput:
         feature_maps = self.features(images)
         attention_maps = self.attentions(feature_maps)
-        feature_matrix = bilinear_attention_pooling(feature_maps, attention_maps, self.config.pool_normalize)
+        pool = self.config.pool_normalize
+        feature_matrix = bilinear_attention_pooling(feature_maps, attention_maps, pool)
         logits = self.fc(feature_matrix * self.config.logit_scale)
-        return WSDANOutput(logits, feature_matrix, attention_maps)
+        effect = None
+        if counterfactual:
+            # CAL (Rao et al., ICCV 2021): pool the same features with counterfactual attention, random maps
+            # ~ U[0, 2] in training and all ones at evaluation; the effect of the learned attention is
+            # logits(A) - logits(A_counterfactual), which a cross-entropy then makes discriminative.
+            if self.training:
+                fake = torch.rand_like(attention_maps) * 2
+            else:
+                fake = torch.ones_like(attention_maps)
+            counter = bilinear_attention_pooling(feature_maps, fake, pool)
+            effect = logits - self.fc(counter * self.config.logit_scale)
+        return WSDANOutput(logits, feature_matrix, attention_maps, effect)
 
     @torch.no_grad()
-    def predict_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inference: average the logits of the raw image and of its crop to the mean attention map.
+    def predict_logits(
+        self, images: torch.Tensor, thetas: Optional[Sequence[float]] = None, flip: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: average the logits of the raw image and of its crops to the mean attention map.
 
-        Returns ``(logits, mean_attention)`` with mean_attention (B, 1, H, W) for heatmaps.
+        The paper's default is one crop at ``config.eval_crop_theta``. Test-time views: ``thetas`` gives several
+        crop thresholds (CAL uses 0.3, 0.2, 0.1) and ``flip`` adds the same views of the mirrored image; all
+        logits are averaged. Returns ``(logits, mean_attention)``, mean_attention (B, 1, h, w) of the raw image.
         """
-        raw = self(images)
-        mean_attention = raw.attention_maps.mean(dim=1, keepdim=True)
         cfg = self.config
-        crops = attention_crop(images, mean_attention, cfg.eval_crop_theta, cfg.eval_crop_padding, cfg.attention_norm)
-        crop_logits = self(crops).logits
-        return (raw.logits + crop_logits) / 2, mean_attention
+        thetas = [cfg.eval_crop_theta] if thetas is None else list(thetas)
+        views = [images, images.flip(-1)] if flip else [images]
+        total, count, first_attention = 0, 0, None
+        for view in views:
+            raw = self(view)
+            mean_attention = raw.attention_maps.mean(dim=1, keepdim=True)
+            first_attention = mean_attention if first_attention is None else first_attention
+            total, count = total + raw.logits, count + 1
+            for theta in thetas:
+                crops = attention_crop(view, mean_attention, theta, cfg.eval_crop_padding, cfg.attention_norm)
+                total, count = total + self(crops).logits, count + 1
+        return total / count, first_attention
 
 
-def build_model(config: ModelConfig, pretrained: bool = False, pretrained_path=None) -> WSDAN:
-    """Create a WS-DAN with the configured backbone, taking ImageNet weights as asked (see backbones.py).
+class BaselineClassifier(nn.Module):
+    """The plain CNN baseline: backbone, global average pooling, dropout, linear classifier.
+
+    Shares WS-DAN's interface (``forward`` -> WSDANOutput, ``predict_logits``), so the same engine, checkpoints
+    and predict.py serve both. Its "attention" for heatmaps is the class activation map (Zhou et al. 2016)
+    of the predicted class: sum_c w_{k,c} F_c.
+    """
+
+    def __init__(self, config: ModelConfig, backbone: Optional[Backbone] = None):
+        super().__init__()
+        self.config = config
+        if backbone is None:
+            backbone = create_backbone(config.backbone, pretrained=False)
+        self.features = backbone.features
+        self.num_features = backbone.channels
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(self.num_features, config.num_classes)
+
+    def forward(self, images: torch.Tensor, counterfactual: bool = False) -> WSDANOutput:
+        feature_maps = self.features(images)
+        pooled = feature_maps.mean(dim=(2, 3))
+        logits = self.fc(self.dropout(pooled))
+        # the class activation maps double as "attention" (B, K, h, w) for heatmaps
+        cams = torch.einsum("kc,bchw->bkhw", self.fc.weight, feature_maps)
+        return WSDANOutput(logits, pooled, cams)
+
+    @torch.no_grad()
+    def predict_logits(
+        self, images: torch.Tensor, thetas: Optional[Sequence[float]] = None, flip: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (averaged with the mirrored image's when ``flip``) and the predicted class's CAM (B, 1, h, w)."""
+        out = self(images)
+        logits = (out.logits + self(images.flip(-1)).logits) / 2 if flip else out.logits
+        index = logits.argmax(dim=1).view(-1, 1, 1, 1).expand(-1, 1, *out.attention_maps.shape[-2:])
+        cam = out.attention_maps.gather(1, index).clamp_min(0)
+        return logits, cam
+
+
+def create_model(config: ModelConfig, backbone: Optional[Backbone] = None) -> nn.Module:
+    """The model class the config's ``method`` names (WSDAN or BaselineClassifier)."""
+    cls = BaselineClassifier if config.method == "baseline" else WSDAN
+    return cls(config, backbone)
+
+
+def build_model(config: ModelConfig, pretrained: bool = False, pretrained_path=None) -> nn.Module:
+    """Create the configured model (WS-DAN or the baseline), taking ImageNet weights as asked (backbones.py).
 
     The config's normalisation is set from the backbone, so the data pipeline matches the weights.
     """
     backbone = create_backbone(config.backbone, pretrained=pretrained, pretrained_path=pretrained_path)
     config.mean, config.std = tuple(backbone.mean), tuple(backbone.std)
-    return WSDAN(config, backbone)
+    return create_model(config, backbone)
