@@ -13,6 +13,7 @@ Three rules, so that a dataset of messy real photos behaves the same everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -155,14 +156,10 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``path`` fully into an upright RGB :class:`PIL.Image.Image`.
-
-    EXIF orientation is applied, any mode is converted to RGB (alpha over white), animated GIFs give
-    their first frame. Raises :class:`UnreadableImageError` (naming the path and the reason) for missing,
-    empty, truncated, corrupt, non-image and over-sized files.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int, corrupt: str) -> Iterator[Image.Image]:
+    """Open ``path`` with PIL, refuse over-sized images, and turn every failure inside the block into an
+    :class:`UnreadableImageError` naming the path (``corrupt`` describes a decode error)."""
     try:
         with warnings.catch_warnings():
             # PIL warns (rather than raises) between MAX_IMAGE_PIXELS and twice that; we check size ourselves.
@@ -173,10 +170,7 @@ def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
                     raise UnreadableImageError(
                         path, f"{w}x{h} pixels exceeds the limit of {max_pixels} (possible decompression bomb)"
                     )
-                im.seek(0)
-                im.load()  # decode now: truncated data raises OSError here
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
+                yield im
     except UnreadableImageError:
         raise
     except FileNotFoundError:
@@ -189,7 +183,20 @@ def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise UnreadableImageError(path, f"too many pixels (possible decompression bomb): {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # PIL reports truncation as OSError("image file is truncated ...") and bad headers as SyntaxError.
-        raise UnreadableImageError(path, f"corrupt or truncated image ({e})") from None
+        raise UnreadableImageError(path, f"{corrupt} ({e})") from None
+
+
+def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` fully into an upright RGB :class:`PIL.Image.Image`.
+
+    EXIF orientation is applied, any mode is converted to RGB (alpha over white), animated GIFs give
+    their first frame. Raises :class:`UnreadableImageError` (naming the path and the reason) for missing,
+    empty, truncated, corrupt, non-image and over-sized files.
+    """
+    with _opened(Path(path), max_pixels, "corrupt or truncated image") as im:
+        im.seek(0)
+        im.load()  # decode now: truncated data raises OSError here
+        return _to_rgb(ImageOps.exif_transpose(im))
 
 
 def _unidentified_reason(path: Path) -> str:
@@ -208,3 +215,34 @@ def check_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Optiona
     except UnreadableImageError as e:
         return e.reason
     return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says, without decoding the pixels (see :func:`read_image_info`)."""
+
+    path: Path
+    format: str  # PIL's name: "JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO" ...
+    mode: str  # PIL's mode as stored: "RGB", "L", "CMYK", "P", "RGBA", "I;16" ...
+    width: int  # as displayed, i.e. after the EXIF orientation
+    height: int
+    frames: int  # more than 1 for animated GIF / WebP and multi-page TIFF
+    orientation: int  # EXIF orientation tag, 1 (upright) when absent
+
+
+def read_image_info(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Read format, mode, displayed size and frame count from the header only (fast: no pixel decoding).
+
+    A file whose header parses may still be truncated further on; :func:`open_image` / :func:`check_image`
+    decode the whole file. Raises :class:`UnreadableImageError` like :func:`open_image`.
+    """
+    path = Path(path)
+    with _opened(path, max_pixels, "corrupt image header") as im:
+        w, h = im.size
+        try:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a malformed EXIF block must not hide an otherwise readable image
+            orientation = 1
+        if orientation in (5, 6, 7, 8):  # these orientations display the image rotated by 90 degrees
+            w, h = h, w
+        return ImageInfo(path, im.format or "", im.mode, w, h, int(getattr(im, "n_frames", 1) or 1), orientation)

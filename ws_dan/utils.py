@@ -1,4 +1,8 @@
-"""Small helpers shared by the scripts: devices, seeds, logging, atomic file writes, flag parsing."""
+"""Small helpers shared by the scripts: devices, seeds, logging, atomic file writes, flag parsing.
+
+torch is imported inside the functions that need it, so the data tools (which use the file helpers here) start
+without paying for it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, NoReturn, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Iterator, NoReturn, Optional, Sequence, Union
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,8 +42,10 @@ def parse_gpu_ids(text: Optional[str]) -> list[int]:
         raise argparse.ArgumentTypeError(f"--gpu-ids expects comma-separated integers like 0,1; got {text!r}") from None
 
 
-def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> torch.device:
+def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> "torch.device":
     """``auto`` -> CUDA when present, else the CPU; ``--gpu-ids`` picks the first listed GPU."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -53,18 +59,22 @@ def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> torch.dev
     return torch.device(name)
 
 
-def wrap_data_parallel(model: torch.nn.Module, device: torch.device, gpu_ids: Sequence[int]) -> torch.nn.Module:
+def wrap_data_parallel(model: "torch.nn.Module", device: "torch.device", gpu_ids: Sequence[int]) -> "torch.nn.Module":
     """Several ``--gpu-ids`` on one machine: split each batch over them with nn.DataParallel.
 
     (torchrun + DistributedDataParallel scales better; DataParallel keeps the reference project's flag working.)
     """
+    import torch
+
     if device.type == "cuda" and len(gpu_ids) > 1:
         return torch.nn.DataParallel(model, device_ids=list(gpu_ids), output_device=gpu_ids[0])
     return model
 
 
-def amp_dtype(enabled: bool, device: torch.device, log: Optional[logging.Logger] = None) -> Optional[torch.dtype]:
+def amp_dtype(enabled: bool, device: "torch.device", log: Optional[logging.Logger] = None) -> "Optional[torch.dtype]":
     """bf16 where the GPU supports it (no loss scaling needed), else fp16; None (full precision) off CUDA."""
+    import torch
+
     if not enabled:
         return None
     if device.type != "cuda":
@@ -76,6 +86,9 @@ def amp_dtype(enabled: bool, device: torch.device, log: Optional[logging.Logger]
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -1,0 +1,254 @@
+"""Merge a folder of new class folders into a training split, leaving out what is already there.
+
+A new image is rejected when it is unreadable, when its class folder does not exist in the training split
+(unless ``allow_new_classes``), when it duplicates (exactly or nearly, data_tools.dedupe) an image of the
+training split or of any ``also_check`` folder (e.g. the test split: adding a copy of a test image to train
+would leak), or when it duplicates another new image that is kept (the largest of each group is kept).
+
+Two ways to write the result:
+
+* default: ``output_dir/train/`` becomes the merged split (the existing training images copied, or hard-linked
+  with ``link``, plus the accepted new images); the training folder is only read;
+* ``in_place``: the accepted images are copied into the training folder itself. Nothing there is replaced
+  (a name already taken gets ``__new``), and ``merge_added.csv`` lets :func:`undo_merge` remove exactly the added
+  files again.
+
+Reports in ``output_dir``: ``merge_added.csv``, ``merge_rejected.csv`` (with the duplicate's path, distance and
+kind), ``merge_report.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from data_tools import dedupe
+from data_tools.common import (
+    DataToolError, DatasetImage, Progress, check_not_nested, copy_file, finish_output_dir, marker_matches, prepare_output_dir,
+    scan_dataset, sha256_file, track, unique_path,
+)
+
+LOG = logging.getLogger("ws_dan.data_tools.merge")
+
+ADDED_FIELDS = ("source", "dest", "class", "sha256")
+#: Appended to, one line per added file, while a merge runs; replaced by merge_added.csv at the end.
+JOURNAL_NAME = ".merge_added.journal.csv"
+REJECTED_FIELDS = ("source", "class", "reason", "duplicate_of", "distance", "kind")
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_check: Sequence = (),
+               allow_new_classes: bool = False, threshold: int = dedupe.DEFAULT_THRESHOLD, exact_only: bool = False,
+               link: bool = False, workers: Optional[int] = None, progress: Progress = False, strict: bool = False,
+               overwrite: bool = False) -> dict:
+    """Merge ``new_dir/<class>/...`` into ``train_dir/<class>/...`` (see the module docstring).
+
+    Raises :class:`~data_tools.common.DataToolError` for missing folders, for new classes without
+    ``allow_new_classes`` (naming them; nothing is written) and for an output folder nested with an input.
+    Returns the summary also written to ``merge_report.json``.
+    """
+    from ws_dan.utils import write_csv, write_json
+
+    dedupe.check_threshold(threshold)
+    new_dir, train_dir, out = Path(new_dir), Path(train_dir), Path(output_dir)
+    for folder, what in [(new_dir, "new images in class folders"), (train_dir, "the training split's class folders"),
+                         *[(Path(a), "images to check against") for a in also_check]]:
+        if not folder.is_dir():
+            raise DataToolError(f"{folder}: expected a folder of {what}, found "
+                                f"{'nothing (the path does not exist)' if not folder.exists() else 'a file'}")
+    try:
+        check_not_nested(new_dir, [train_dir])
+    except DataToolError:
+        raise DataToolError(f"{new_dir}: the new images' folder and the training folder {train_dir} overlap; "
+                            f"keep the new images in a separate folder") from None
+    classes = _class_folders(train_dir)
+    if not classes:
+        raise DataToolError(f"{train_dir}: has no class sub-folders (expected {train_dir}/<class>/<images>)")
+    new_images, new_skipped = scan_dataset(new_dir, splits=False)
+    if not new_images:
+        raise DataToolError(f"{new_dir}: no new images found (expected {new_dir}/<class>/<images>)")
+    rejected = [{"source": str(s.path), "class": "", "reason": s.reason} for s in new_skipped]
+    unknown = sorted({img.label for img in new_images if img.label and img.label not in classes})
+    if unknown and not allow_new_classes:
+        raise DataToolError(
+            f"{new_dir}: {len(unknown)} class folder(s) not in {train_dir}: {', '.join(unknown[:8])}"
+            f"{' ...' if len(unknown) > 8 else ''}; check the spelling, or pass --allow-new-classes to add them")
+    candidates = []
+    for img in new_images:
+        if not img.label:
+            rejected.append({"source": str(img.path), "class": "", "reason": "not inside a class folder"})
+        else:
+            candidates.append(img)
+
+    inputs = [new_dir, train_dir, *also_check]
+    settings = {"new_dir": str(new_dir.resolve()), "train_dir": str(train_dir.resolve()), "in_place": in_place,
+                "also_check": [str(Path(a).resolve()) for a in also_check], "threshold": threshold,
+                "exact_only": exact_only, "allow_new_classes": allow_new_classes}
+    if in_place and (out / "merge_added.csv").is_file() and not marker_matches(out, "merge_data", settings):
+        raise DataToolError(f"{out}: holds merge_added.csv, the undo list of an earlier in-place merge; "
+                            f"choose another output folder so that it is kept")
+    resuming = prepare_output_dir(out, inputs, overwrite=overwrite, tool="merge_data", settings=settings)
+    journal = out / JOURNAL_NAME
+    previous = _read_journal(journal) if resuming else {}
+    if not resuming:
+        journal.unlink(missing_ok=True)
+    already_added = {str(Path(r["dest"]).resolve()) for r in previous.values()}
+
+    # Reference: what the training split (and the also_check folders) already hold; files an interrupted
+    # in-place run of this merge added are not part of it (they would reject their own sources).
+    reference: list[DatasetImage] = []
+    ref_skipped = []
+    for root in [train_dir, *also_check]:
+        found, skip = scan_dataset(root, splits=False)
+        reference += [img for img in found if str(img.path.resolve()) not in already_added]
+        ref_skipped += skip
+    start = time.perf_counter()
+    hashed = dedupe.hash_images([img.path for img in reference] + [img.path for img in candidates],
+                                workers=workers, progress=progress, strict=strict)
+    hash_seconds = time.perf_counter() - start
+    pos = {p: k for k, p in enumerate(hashed.paths)}
+    bad = {s.path: s.reason for s in hashed.skipped}
+    ref_idx = np.array([pos[i.path] for i in reference if i.path in pos], dtype=np.int64)
+    new_ok = [img for img in candidates if img.path in pos]
+    for img in candidates:
+        if img.path in bad:
+            rejected.append({"source": str(img.path), "class": img.label, "reason": f"unreadable: {bad[img.path]}"})
+    new_idx = np.array([pos[i.path] for i in new_ok], dtype=np.int64)
+
+    # 1. New images that duplicate a reference image.
+    verdict: dict[int, tuple[str, str, int, str]] = {}  # new position -> (reason, duplicate_of, distance, kind)
+    if len(new_idx) and len(ref_idx):
+        if exact_only:
+            ref_digest = {}
+            for r in ref_idx:
+                ref_digest.setdefault(hashed.digests[r], r)
+            pairs = [(q, ref_digest[hashed.digests[n]], 0) for q, n in enumerate(new_idx)
+                     if hashed.digests[n] in ref_digest]
+        else:
+            qi, rj, dd = dedupe.find_pairs(hashed.hashes[new_idx], threshold, other=hashed.hashes[ref_idx],
+                                           workers=workers)
+            pairs = list(zip(qi.tolist(), rj.tolist(), dd.tolist()))
+        for q, r, d in sorted(pairs, key=lambda t: (t[0], t[2], t[1])):
+            if q in verdict:
+                continue  # the closest reference image is reported
+            n, ref = new_idx[q], (ref_idx[r] if not exact_only else r)
+            kind = "exact" if hashed.digests[n] == hashed.digests[ref] else "near"
+            verdict[q] = ("duplicate of an existing image", str(hashed.paths[ref]), int(d), kind)
+
+    # 2. Duplicates among the remaining new images: keep the largest of each group.
+    remaining = [q for q in range(len(new_idx)) if q not in verdict]
+    if len(remaining) > 1:
+        sub = new_idx[remaining]
+        if exact_only:
+            ii, jj = dedupe._exact_pairs([hashed.digests[k] for k in sub])
+        else:
+            ii, jj, _ = dedupe.find_pairs(hashed.hashes[sub], threshold, workers=workers)
+        for members in dedupe.connected_groups(len(sub), ii, jj):
+            members = sorted(members, key=lambda m: (-int(np.prod(hashed.sizes[sub[m]])), m))
+            keeper = sub[members[0]]
+            for m in members[1:]:
+                k = sub[m]
+                kind = "exact" if hashed.digests[k] == hashed.digests[keeper] else "near"
+                verdict[remaining[m]] = ("duplicate of another new image", str(hashed.paths[keeper]),
+                                         dedupe.distance(hashed.hashes[k], hashed.hashes[keeper]), kind)
+    for q, (reason, other, d, kind) in sorted(verdict.items()):
+        rejected.append({"source": str(new_ok[q].path), "class": new_ok[q].label, "reason": reason,
+                         "duplicate_of": other, "distance": d, "kind": kind})
+    accepted = [new_ok[q] for q in range(len(new_ok)) if q not in verdict]
+
+    # 3. Write: the merged split in output_dir/train (default) or the additions into train_dir (in place).
+    dest_root = train_dir if in_place else out / "train"
+    train_images = [img for img in scan_dataset(train_dir, splits=False)[0]
+                    if str(img.path.resolve()) not in already_added]
+    taken = {str(img.rel).lower() for img in train_images}
+    copied_existing = 0
+    if not in_place:
+        for img in track(train_images, total=len(train_images), desc="copying train", progress=progress):
+            dst = dest_root / img.rel
+            if not (resuming and dst.is_file() and dst.stat().st_size == img.path.stat().st_size):
+                copy_file(img.path, dst, link=link)
+            copied_existing += 1
+    added = []
+    with open(journal, "a", newline="", encoding="utf-8") as jf:
+        writer = csv.DictWriter(jf, fieldnames=ADDED_FIELDS)
+        if jf.tell() == 0:
+            writer.writeheader()
+        for img in track(accepted, total=len(accepted), desc="adding", progress=progress):
+            row = previous.get(str(img.path))
+            if row is not None and Path(row["dest"]).is_file():  # an interrupted run already added it
+                taken.add(str(Path(row["dest"]).resolve().relative_to(dest_root.resolve())).lower())
+                added.append(row)
+                continue
+            dst_rel = unique_path(Path(img.rel), taken, tag="new")
+            while (dest_root / dst_rel).exists():  # never replace a file, whatever its name
+                dst_rel = unique_path(dst_rel, taken, tag="new")
+            dst = dest_root / dst_rel
+            copy_file(img.path, dst, link=link and not in_place)
+            row = {"source": str(img.path), "dest": str(dst.resolve()), "class": img.label,
+                   "sha256": sha256_file(dst)}
+            # The journal line is written as soon as the file is in place, so an interrupted in-place merge
+            # still leaves a complete undo list (and a rerun knows what it already added).
+            writer.writerow(row)
+            jf.flush()
+            added.append(row)
+    write_csv(out / "merge_added.csv", added, ADDED_FIELDS)
+    journal.unlink(missing_ok=True)
+    write_csv(out / "merge_rejected.csv", rejected, REJECTED_FIELDS)
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        key = r["reason"].split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    summary = {"new_dir": str(new_dir), "train_dir": str(train_dir), "output_dir": str(out),
+               "merged_dir": str(dest_root), "in_place": in_place, "new_images": len(new_images) + len(new_skipped),
+               "added": len(added), "rejected": len(rejected), "rejected_by_reason": reasons,
+               "new_classes": unknown if allow_new_classes else [], "existing_images": copied_existing or None,
+               "threshold": threshold, "exact_only": exact_only, "hash_seconds": round(hash_seconds, 2),
+               "reference_unreadable": len(hashed.skipped) - sum(img.path in bad for img in candidates)
+               + len(ref_skipped)}
+    write_json(out / "merge_report.json", summary)
+    finish_output_dir(out)
+    return summary
+
+
+def _read_journal(path: Path) -> dict:
+    """Rows (by source path) that an interrupted run recorded as added; a torn last line is ignored."""
+    if not path.is_file():
+        return {}
+    rows = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if all(row.get(k) for k in ADDED_FIELDS) and len(row["sha256"]) == 64:
+                rows[row["source"]] = row
+    return rows
+
+
+def undo_merge(added_csv, progress: Progress = False) -> dict:
+    """Delete the files a merge added (``merge_added.csv``), each only if its SHA-256 is unchanged."""
+    from ws_dan.utils import read_csv_rows
+
+    added_csv = Path(added_csv)
+    if not added_csv.is_file():
+        raise DataToolError(f"{added_csv}: expected the merge_added.csv written by merge_data.py")
+    rows = read_csv_rows(added_csv)
+    if rows and not set(ADDED_FIELDS) <= set(rows[0]):
+        raise DataToolError(f"{added_csv}: not a merge manifest (expected columns {', '.join(ADDED_FIELDS)})")
+    counts = {"removed": 0, "already_gone": 0, "changed": 0}
+    for row in track(rows, total=len(rows), desc="undo", progress=progress):
+        dest = Path(row["dest"])
+        if not dest.exists():
+            counts["already_gone"] += 1
+        elif sha256_file(dest) != row["sha256"]:
+            counts["changed"] += 1
+            LOG.warning("%s: changed since it was added; left in place", dest)
+        else:
+            dest.unlink()
+            counts["removed"] += 1
+    return counts

@@ -1,0 +1,61 @@
+"""Copy a dataset with every image's shortest side reduced to N pixels, for the low-resolution experiment.
+
+    python scripts/downsample.py --data-dir my_cars/test --output-dir my_cars_lr/test --size 128
+
+Area interpolation (PIL's BOX filter, like OpenCV's INTER_AREA), aspect ratio kept, EXIF orientation applied;
+images whose shortest side is already N or less are copied unchanged. Files keep their relative path, name and
+format (JPEG at --quality). OUTPUT_DIR also receives downsample_manifest.csv (path, action resized/copied/
+skipped, size before and after) and downsample_report.json. Rerunning an interrupted command finishes the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Low-resolution copy of a dataset (shortest side N px)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
+    p.add_argument("--data-dir", "--dd", required=True, help="dataset (or split) folder to copy")
+    p.add_argument("--output-dir", "--od", required=True, help="new folder for the copy")
+    p.add_argument("--size", type=int, default=128, help="shortest side in pixels")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of resized JPEGs")
+    p.add_argument("-j", "--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Write the copy; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
+    from data_tools.common import DataToolError, format_table
+    from data_tools.downsample import downsample_dataset
+    from data_tools.images import UnreadableImageError
+    from ws_dan.utils import fail, setup_logging
+
+    setup_logging(verbose=args.verbose)
+    try:
+        s = downsample_dataset(args.data_dir, args.output_dir, size=args.size, quality=args.quality,
+                               workers=args.workers, progress=args.progress, strict=args.strict,
+                               overwrite=args.overwrite)
+    except (DataToolError, UnreadableImageError) as e:
+        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
+    except KeyboardInterrupt:
+        fail(f"interrupted; files already written are complete: run the same command again to finish "
+             f"{args.output_dir}", code=130)
+    print(format_table([[k, s[k]] for k in ("images", "resized", "copied", "skipped", "already_there", "not_images")],
+                       ["images", "count"]))
+    for f in s["skipped_files"][:10]:
+        print(f"  skipped {f['path']}: {f['reason']}")
+    print(f"copy with shortest side <= {s['size']} px in {s['output_dir']} (manifest: downsample_manifest.csv)")
+    return s
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
