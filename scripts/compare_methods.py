@@ -75,6 +75,43 @@ def _split_cars(src: Path, dst: Path, train_per_class: int, test_per_class: int,
     return dst
 
 
+def attention_on_detail(ckpt: Path, data: Path) -> dict:
+    """Is the model looking at the badge? For the sample set's test images (boxes.csv gives the badge box):
+    how often the inference crop box contains the badge's centre, the crop's share of the image area, and the
+    mean normalised attention inside the badge box relative to the whole image (1 = no preference)."""
+    import torch
+
+    from data_tools.images import open_image
+    from ws_dan.attention import attention_crop_boxes, normalized_attention
+    from ws_dan.checkpoint import model_from_checkpoint
+    from ws_dan.data import build_transform
+    from ws_dan.utils import read_csv_rows
+
+    model = model_from_checkpoint(ckpt)
+    cfg = model.config
+    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, train=False)
+    rows = [r for r in read_csv_rows(data / "boxes.csv") if r["split"] == "test"]
+    hits, areas, ratios = [], [], []
+    for start in range(0, len(rows), 32):
+        chunk = rows[start:start + 32]
+        images = [open_image(data / r["path"]) for r in chunk]
+        x = torch.stack([transform(im) for im in images])
+        _, attention = model.predict_logits(x)
+        size = (cfg.image_size, cfg.image_size)
+        boxes = attention_crop_boxes(attention, size, cfg.eval_crop_theta, cfg.eval_crop_padding, cfg.attention_norm)
+        norm = normalized_attention(attention, size, cfg.attention_norm)[:, 0]
+        for r, im, box, att in zip(chunk, images, boxes.tolist(), norm):
+            sx, sy = cfg.image_size / im.width, cfg.image_size / im.height
+            x0, y0, x1, y1 = (float(r["x0"]) * sx, float(r["y0"]) * sy, float(r["x1"]) * sx, float(r["y1"]) * sy)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hits.append(box[0] <= cx < box[2] and box[1] <= cy < box[3])
+            areas.append((box[2] - box[0]) * (box[3] - box[1]) / (cfg.image_size ** 2))
+            inside = att[int(y0):max(int(y1), int(y0) + 1), int(x0):max(int(x1), int(x0) + 1)].mean()
+            ratios.append(float(inside / att.mean().clamp_min(1e-12)))
+    n = len(hits)
+    return {"crop_hits_badge": sum(hits) / n, "crop_area": sum(areas) / n, "attention_ratio": sum(ratios) / n}
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     import statistics
 
@@ -107,20 +144,31 @@ def main(args: argparse.Namespace) -> list[dict]:
             start = time.time()
             train.main(train.get_args_parser().parse_args(argv))
             rows = read_csv_rows(run_dir / "metrics.csv")
-            results.append({"method": method, "seed": seed, "test_top1": float(rows[-1]["val_top1"]),
-                            "best_test_top1": max(float(r["val_top1"]) for r in rows),
-                            "seconds": round(time.time() - start, 1)})
+            result = {"method": method, "seed": seed, "test_top1": float(rows[-1]["val_top1"]),
+                      "best_test_top1": max(float(r["val_top1"]) for r in rows),
+                      "seconds": round(time.time() - start, 1)}
+            if args.dataset == "sample":
+                result.update({k: round(v, 3) for k, v in attention_on_detail(run_dir / "last.pt", data).items()})
+            results.append(result)
             write_csv(out / "results.csv", results)
 
+    sample = args.dataset == "sample"
     lines = [f"| method | test top-1 % (mean ± sd over seeds {', '.join(map(str, args.seeds))}) | "
-             "best epoch's top-1 % | seconds per run |", "|---|---|---|---|"]
+             "best epoch's top-1 % | seconds per run |" + (" crop box holds the badge | crop area | attention "
+                                                            "on badge / mean |" if sample else ""),
+             "|---|---|---|---|" + ("---|---|---|" if sample else "")]
     for method in args.methods:
         rs = [r for r in results if r["method"] == method]
         acc = [r["test_top1"] for r in rs]
         best = [r["best_test_top1"] for r in rs]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        lines.append(f"| {method} | {statistics.mean(acc):.1f} ± {sd:.1f} | {statistics.mean(best):.1f} | "
-                     f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+        line = (f"| {method} | {statistics.mean(acc):.1f} ± {sd:.1f} | {statistics.mean(best):.1f} | "
+                f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+        if sample:
+            line += (f" {statistics.mean(r['crop_hits_badge'] for r in rs):.0%} |"
+                     f" {statistics.mean(r['crop_area'] for r in rs):.0%} |"
+                     f" {statistics.mean(r['attention_ratio'] for r in rs):.1f} |")
+        lines.append(line)
     header = (f"{args.dataset}: {backbone} at {size} px, {args.epochs} epochs, batch {args.batch_size}, SGD lr {lr} "
               f"cosine, M={args.num_attentions}, {'random init' if weights == ['--no-pretrained'] else 'ImageNet init'}")
     table = header + "\n\n" + "\n".join(lines) + "\n"

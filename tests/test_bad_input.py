@@ -114,7 +114,7 @@ def test_missing_data_dir_and_missing_split(tmp_path, capsys):
 def test_batch_size_larger_than_dataset(data, tmp_path):
     _train(data, tmp_path / "run", "-b", "1000")
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "batch size 1000 is larger than the 24 training images; using 24" in log
+    assert "batch size 1000 is larger than the 24 training images per process; using 24" in log
     assert (tmp_path / "run" / "last.pt").is_file()
 
 

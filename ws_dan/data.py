@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from torch.utils.data.dataloader import default_collate
 from torchvision import transforms as T
 
@@ -231,10 +231,22 @@ def make_loader(
     train: bool,
     generator: Optional[torch.Generator] = None,
     pin_memory: bool = False,
+    sampler: Optional[Sampler] = None,
+    persistent_workers: bool = False,
+    prefetch_factor: Optional[int] = None,
 ) -> DataLoader:
-    """A DataLoader with the skip-failed collate; training shuffles with ``generator`` and drops the last
-    incomplete batch (a batch of one image breaks batch norm)."""
-    sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    """A DataLoader with the skip-failed collate; training shuffles with ``generator`` (or the given sampler,
+    e.g. a DistributedSampler) and drops the last incomplete batch (a batch of one image breaks batch norm).
+
+    ``persistent_workers`` keeps worker processes alive between epochs (no restart cost each epoch);
+    ``prefetch_factor`` batches are prepared ahead by each worker (PyTorch's default: 2)."""
+    if sampler is None:
+        sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    extra = {}
+    if workers > 0:
+        extra["persistent_workers"] = persistent_workers
+        if prefetch_factor is not None:
+            extra["prefetch_factor"] = prefetch_factor
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -244,7 +256,7 @@ def make_loader(
         pin_memory=pin_memory,
         drop_last=train,
         generator=generator,
-        persistent_workers=False,
+        **extra,
     )
 
 

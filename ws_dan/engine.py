@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .attention import attention_crop, attention_drop, random_theta, sample_attention_maps
 from .data import Batch, SkipLog
-from .losses import center_loss, update_centers
+from .distributed import all_reduce_sum
+from .losses import apply_center_update, center_loss, center_update_sums
 
 TOPK = (1, 3, 5)
 
@@ -40,6 +41,7 @@ class StepConfig:
                    + CE(effect logits of raw, crop, drop)*1 + center loss
     class_weight   per-class cross-entropy weights (e.g. scikit-learn's "balanced"), or None
     label_smoothing  cross-entropy label smoothing
+    accum_steps    gradient accumulation: an optimizer step every this many batches
     """
 
     crop_theta: tuple[float, float] = (0.4, 0.6)
@@ -51,6 +53,7 @@ class StepConfig:
     cal_weight: float = 1.0
     class_weight: Optional[torch.Tensor] = None
     label_smoothing: float = 0.0
+    accum_steps: int = 1  # micro-batches whose gradients add up before one optimizer step
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = None if self.class_weight is None else self.class_weight.to(logits.device, logits.dtype)
@@ -76,16 +79,24 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler]) -> None:
-    """One backward and one optimizer step (the GradScaler guards fp16 gradients)."""
-    optimizer.zero_grad(set_to_none=True)
+def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
+              accum_steps: int = 1, step_now: bool = True) -> None:
+    """Backward, and an optimizer step when ``step_now``: with ``accum_steps`` > 1 the gradients of that many
+    micro-batches add up (each loss divided by ``accum_steps``) before one step, as one large batch would give.
+    The GradScaler guards fp16 gradients."""
+    if accum_steps > 1:
+        loss = loss / accum_steps
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        if step_now:
+            scaler.step(optimizer)
+            scaler.update()
     else:
         loss.backward()
-        optimizer.step()
+        if step_now:
+            optimizer.step()
+    if step_now:
+        optimizer.zero_grad(set_to_none=True)
 
 
 def train_step(
@@ -96,8 +107,11 @@ def train_step(
     cfg: StepConfig,
     scaler: Optional[torch.amp.GradScaler] = None,
     amp_dtype: Optional[torch.dtype] = None,
+    step_now: bool = True,
 ) -> StepResult:
-    """One WS-DAN step: three views, one loss, one backward, one optimizer step, then the center update."""
+    """One WS-DAN step: three views, one loss, one backward, one optimizer step, then the center update.
+
+    With ``cfg.accum_steps`` > 1 the optimizer steps only when ``step_now`` (the last micro-batch)."""
     net = unwrap(model)
     batch = images.shape[0]
     ce = cfg.cross_entropy
@@ -126,10 +140,12 @@ def train_step(
             loss = loss + cfg.cal_weight * ce(effect, torch.cat([targets, aug_targets]))
 
     # 4. One backward and one optimizer step for the sum.
-    _optimize(loss, optimizer, scaler)
+    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
 
-    # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y).
-    update_centers(net.feature_centers, raw.features.detach().float(), targets, cfg.beta)
+    # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y). Under DDP the per-class
+    #    sums and counts are added over all processes first, so every replica makes the same update.
+    delta, counts = center_update_sums(net.feature_centers, raw.features.detach().float(), targets)
+    apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
     crop_logits, drop_logits = aug.logits.detach().chunk(2)
     return StepResult(loss.detach(), {"raw": raw.logits.detach(), "crop": crop_logits, "drop": drop_logits})
 
@@ -142,12 +158,13 @@ def baseline_step(
     cfg: StepConfig,
     scaler: Optional[torch.amp.GradScaler] = None,
     amp_dtype: Optional[torch.dtype] = None,
+    step_now: bool = True,
 ) -> StepResult:
     """The plain classifier's step: one view, cross-entropy, one optimizer step."""
     with autocast(images.device, amp_dtype):
         logits = model(images).logits
         loss = cfg.cross_entropy(logits, targets)
-    _optimize(loss, optimizer, scaler)
+    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
     return StepResult(loss.detach(), {"raw": logits.detach()})
 
 
@@ -175,13 +192,21 @@ class _Meter:
             self.hits[name] += topk_correct(value.float(), targets)
         self.count += n
 
-    def result(self, prefix: str = "") -> dict[str, float]:
-        count = max(self.count, 1)
-        out = {f"{prefix}loss": self.loss.item() / count if self.count else math.nan}
-        for name in self.names:
-            hits = (self.hits[name] / count * 100).tolist()
+    def result(self, prefix: str = "", reduce: bool = True) -> dict[str, float]:
+        """Means over every image seen, by all processes together under DDP (sums reduced first; ``reduce=False``
+        for this process alone, e.g. for rank 0's progress bar: a collective call must not depend on the rank)."""
+        sums = torch.cat([self.loss.view(1), *self.hits.values(),
+                          torch.tensor([float(self.count)], device=self.loss.device)])
+        if reduce:
+            sums = all_reduce_sum(sums.clone())
+        total = int(sums[-1].item())
+        values = (sums[:-1] / max(total, 1)).tolist()
+        out = {f"{prefix}loss": values[0] if total else math.nan}
+        for i, name in enumerate(self.names):
+            hits = values[1 + i * len(TOPK): 1 + (i + 1) * len(TOPK)]
             for k, v in zip(TOPK, hits):
-                out[f"{prefix}{name + '_' if name else ''}top{k}"] = v if self.count else math.nan
+                out[f"{prefix}{name + '_' if name else ''}top{k}"] = v * 100 if total else math.nan
+        out[f"{prefix}images"] = total
         return out
 
 
@@ -197,25 +222,35 @@ def train_one_epoch(
     skip_log: Optional[SkipLog] = None,
     progress: bool = True,
     refresh_every: int = 10,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns mean loss and top-1/3/5 (%) of each view (raw, crop, drop;
-    the baseline has only raw)."""
+    the baseline has only raw) and the number of images, over all processes under DDP."""
     model.train()
     baseline = unwrap(model).config.method == "baseline"
     step_fn = baseline_step if baseline else train_step
     meter = _Meter(["raw"] if baseline else ["raw", "crop", "drop"], device)
     bar = tqdm(loader, desc=f"train {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
+    total = len(loader) if hasattr(loader, "__len__") else None
+    optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(bar):
         if skip_log is not None:
             skip_log.add(batch.failed)
         if batch.images is None or batch.images.shape[0] < 2:  # batch norm needs two images in training
             continue
         images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = batch.targets.to(device, non_blocking=True)
-        result = step_fn(model, images, targets, optimizer, cfg, scaler, amp_dtype)
+        # Gradient accumulation: step on every accum_steps-th batch and on the last one. Between steps DDP
+        # need not all-reduce gradients (no_sync), which is where accumulation saves communication.
+        step_now = (step + 1) % cfg.accum_steps == 0 or (total is not None and step + 1 == total)
+        sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            result = step_fn(model, images, targets, optimizer, cfg, scaler, amp_dtype, step_now)
         meter.update(result.loss, result.logits, targets)
         if progress and step % refresh_every == 0:
-            r = meter.result()
+            r = meter.result(reduce=False)
             bar.set_postfix(loss=f"{r['loss']:.3f}", **{v: f"{r[v + '_top1']:.1f}" for v in meter.names})
     if meter.count == 0:
         raise RuntimeError("no training batch could be formed: every image failed to load (see the warnings)")
@@ -232,8 +267,11 @@ def evaluate(
     progress: bool = True,
     desc: str = "eval",
     cfg: Optional[StepConfig] = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
-    """Validation loss and top-1/3/5 (%) of the inference logits (raw + attention crop, averaged)."""
+    """Validation loss and top-1/3/5 (%) of the inference logits (raw + attention crop, averaged) and the number
+    of images; under DDP each process sees its shard (ShardSampler) and the sums are reduced, so every image
+    counts once."""
     model.eval()
     meter = _Meter([""], device)
     for batch in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
@@ -242,6 +280,8 @@ def evaluate(
         if batch.images is None:
             continue
         images = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = batch.targets.to(device, non_blocking=True)
         with autocast(device, amp_dtype):
             logits, _ = unwrap(model).predict_logits(images)
