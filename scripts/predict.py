@@ -35,6 +35,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="test-time views: the image and its mirror, each raw and cropped at --tta-thetas, averaged")
     p.add_argument("--tta-thetas", type=float, nargs="+", default=[0.3, 0.2, 0.1],
                    help="crop thresholds of --tta (CAL's evaluation uses 0.3 0.2 0.1)")
+    p.add_argument("--sr-model", default=None,
+                   help="super-resolution weights (DBPN .pth or a train_sr.py checkpoint): images smaller than "
+                        "--sr-max-area are enlarged before classification (nothing is written)")
+    p.add_argument("--sr-max-area", type=int, default=128 * 256, help="area w x h below which images are enlarged")
+    p.add_argument("--sr-tile", type=int, default=256, help="tile size of the super-resolution (bounds memory)")
     p.add_argument("--save-attention", type=int, default=0, metavar="N",
                    help="write attention heatmap overlays for the first N images")
     p.add_argument("-b", "--batch-size", type=int, default=32)
@@ -65,6 +70,17 @@ def find_samples(args: argparse.Namespace, class_names: list[str]):
     if len(headings) != 2:
         raise DatasetError(f"--csv-headings expects two names like image,label; got {args.csv_headings!r}")
     return csv_samples(data_dir, mode, class_names, headings), True
+
+
+def _area(path: Path) -> int:
+    """Pixels of an image from its header (0 when unreadable: the loader will skip and report it)."""
+    from data_tools.images import UnreadableImageError, read_image_info
+
+    try:
+        info = read_image_info(path)
+    except UnreadableImageError:
+        return 0
+    return info.width * info.height
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -111,9 +127,24 @@ def main(args: argparse.Namespace) -> dict:
     log.info("%s: %d images%s | model %s, %d classes, %d px | device %s", args.data_dir, len(found.samples),
              " with labels" if labelled else "", config.backbone, config.num_classes, config.image_size, device)
 
-    dataset = ImageDataset(found.samples, build_transform(config.image_size, config.mean, config.std, False),
-                           strict=args.strict)
-    loader = make_loader(dataset, args.batch_size, args.workers, train=False, pin_memory=device.type == "cuda")
+    workers, pre = args.workers, None
+    if args.sr_model:
+        from super_resolution import EnlargeSmallImages, SRWeightsError, load_sr_model
+
+        try:
+            sr_model, scale = load_sr_model(args.sr_model, device)
+        except SRWeightsError as e:
+            fail(str(e))
+        pre = EnlargeSmallImages(sr_model, scale, args.sr_max_area, tile=args.sr_tile, device=device)
+        n_small = sum(1 for path, _ in found.samples if _area(path) < args.sr_max_area)
+        if device.type == "cuda" and workers:
+            log.info("--sr-model on CUDA: loading images in the main process (CUDA cannot run in loader workers)")
+            workers = 0
+        log.info("super-resolution: %s (x%d) for the %d images under %d pixels", args.sr_model, scale, n_small,
+                 args.sr_max_area)
+    dataset = ImageDataset(found.samples, build_transform(config.image_size, config.mean, config.std, False,
+                                                          pre=pre), strict=args.strict)
+    loader = make_loader(dataset, args.batch_size, workers, train=False, pin_memory=device.type == "cuda")
     dtype = amp_dtype(args.amp, device, log)
     try:
         result = predict(wrap_data_parallel(model, device, gpu_ids), loader, device, dtype,
@@ -149,6 +180,8 @@ def main(args: argparse.Namespace) -> dict:
         report = classification_report(result.targets, result.probabilities, names)
         metrics = {"num_images": len(rows), "skipped_images": len(skip_log), **report.summary,
                    "checkpoint": str(args.ckpt_path), "data_dir": str(args.data_dir)}
+        if args.sr_model:
+            metrics.update(sr_model=str(args.sr_model), super_resolved_images=n_small)
         write_json(out_dir / "metrics.json", metrics)
         write_csv(out_dir / "per_class.csv", report.per_class)
         plot_confusion_matrix(report.confusion, names, out_dir / "confusion_matrix.png")

@@ -14,7 +14,8 @@ import torch
 from conftest import ROOT, TINY_TRAIN, run_script, script
 from ws_dan.checkpoint import load_checkpoint
 
-SCRIPTS = ["train", "predict", "make_sample_data", "demo", "convert_checkpoint", "export"]
+SCRIPTS = ["train", "predict", "make_sample_data", "demo", "convert_checkpoint", "export", "compare_methods",
+           "preview_augment", "benchmark", "prepare_cache", "lowres_experiment"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

@@ -214,14 +214,19 @@ def collate_skip_failed(items: list) -> Batch:
 
 
 def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                    augment: Sequence[str] = DEFAULT_AUGMENT) -> T.Compose:
+                    augment: Sequence[str] = DEFAULT_AUGMENT, pre: Optional[Callable] = None) -> T.Compose:
     """Evaluation: the whole image resized to a square (no crop: the reference project found that keeping the
     whole car, resized to 512, beats a smaller crop). Training: the ``augment`` list (ws_dan.augment); the
-    default is a horizontal flip and WS-DAN.PyTorch's brightness and saturation jitter."""
+    default is a horizontal flip and WS-DAN.PyTorch's brightness and saturation jitter. ``pre``: a PIL -> PIL
+    step applied first (e.g. super-resolution of small images)."""
     if train:
-        return build_train_transform(image_size, mean, std, augment)
-    return T.Compose([T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-                      T.ToTensor(), T.Normalize(mean, std)])
+        transform = build_train_transform(image_size, mean, std, augment)
+    else:
+        transform = T.Compose([T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR,
+                                        antialias=True), T.ToTensor(), T.Normalize(mean, std)])
+    if pre is not None:
+        transform.transforms.insert(0, pre)
+    return transform
 
 
 def make_loader(

@@ -1,0 +1,160 @@
+"""Enlarge the small images of a folder tree (the engine of ``scripts/super_resolve.py``).
+
+Rules:
+
+* an image is enlarged when its area w x h is below ``max_area`` (default 128 x 256 = 32768, the reference
+  project's trigger); the other images are copied byte for byte;
+* the tree is mirrored: ``src/a/b.jpg`` -> ``dst/a/b.jpg``, same name and file format (JPEG re-encoded at
+  quality 95, PNG lossless...); files that are not images are left out and counted;
+* ``in_place=True`` replaces each enlarged original by its enlargement (larger images stay untouched);
+* every file is written to a temporary file in the destination folder and renamed over the target, so an
+  interruption or a failed write leaves either the old file or the new one, never a half-written file, and
+  no temporary file behind;
+* an unreadable image is skipped and counted (``strict=True``: the error is raised instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from data_tools.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
+from ws_dan.utils import new_file_mode
+
+from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, super_resolve_image
+
+PathLike = Union[str, os.PathLike]
+log = logging.getLogger("ws_dan")
+
+DEFAULT_MAX_AREA = 128 * 256
+
+#: sniffed format -> (PIL format name, save options)
+_SAVE = {"jpeg": ("JPEG", {"quality": 95}), "png": ("PNG", {}), "bmp": ("BMP", {}), "gif": ("GIF", {}),
+         "webp": ("WEBP", {"quality": 95}), "tiff": ("TIFF", {})}
+
+
+@dataclass
+class FolderSummary:
+    """What :func:`super_resolve_folder` did."""
+
+    enlarged: int = 0
+    copied: int = 0          # at or above the area threshold: copied unchanged (in place: left as they are)
+    failed: int = 0          # unreadable images, or writes that failed
+    not_images: int = 0      # files that are not images (not copied)
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"enlarged": self.enlarged, "copied": self.copied, "failed": self.failed,
+                "not_images": self.not_images, "seconds": round(self.seconds, 2),
+                "failures": [{"path": p, "reason": r} for p, r in self.failures]}
+
+
+def needs_enlarging(size: tuple[int, int], max_area: int) -> bool:
+    """True when the image's area w * h is strictly below ``max_area``."""
+    return size[0] * size[1] < max_area
+
+
+def _atomic_replace(target: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        if target.exists():
+            # keep the original's permission bits on the new file (mkstemp makes it 0600)
+            shutil.copymode(target, tmp)
+        else:
+            os.chmod(tmp, new_file_mode())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_image(img: Image.Image, path: Path, fmt: str) -> None:
+    """Save ``img`` to ``path`` in the sniffed format ``fmt`` ('jpeg', 'png', ...)."""
+    pil_format, options = _SAVE.get(fmt, ("PNG", {}))
+    img.save(path, format=pil_format, **options)
+
+
+def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Module, scale: int,
+                         max_area: int = DEFAULT_MAX_AREA, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                         device: Optional[Union[str, torch.device]] = None, in_place: bool = False,
+                         strict: bool = False, progress: bool = True) -> FolderSummary:
+    """Enlarge every image under ``src`` whose area is below ``max_area``; see the module docstring.
+
+    ``dst`` is the mirror folder (ignored and may be None with ``in_place=True``). Refuses to write into
+    ``src`` itself unless ``in_place`` (ValueError).
+    """
+    from tqdm.auto import tqdm
+
+    src = Path(src)
+    if in_place:
+        dst = src
+    elif dst is None:
+        raise ValueError("an output folder is needed unless in_place=True")
+    else:
+        dst = Path(dst)
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"{dst}: the output folder is the input folder; pass in_place=True to overwrite "
+                             "the originals")
+    t0 = time.time()
+    images, skipped = find_images(src)
+    summary = FolderSummary()
+    for item in skipped:
+        # An image-named file that is empty or not an image is an unreadable image; anything else (a CSV, a
+        # README) is simply not ours to copy.
+        if item.path.suffix.lower() in IMAGE_EXTENSIONS:
+            if strict:
+                raise UnreadableImageError(item.path, item.reason)
+            summary.failed += 1
+            summary.failures.append((str(item.path.relative_to(src)), item.reason))
+            log.warning("skipped %s: %s", item.path, item.reason)
+        else:
+            summary.not_images += 1
+    if summary.not_images:
+        log.info("%d file(s) under %s are not images and are not copied", summary.not_images, src)
+    if not in_place:
+        # An output folder inside the input folder: skip images already in it (a rerun must not enlarge twice).
+        out_root = dst.resolve()
+        images = [p for p in images if out_root not in p.resolve().parents]
+    for path in tqdm(images, desc="super-resolve", unit="img", disable=not progress):
+        rel = path.relative_to(src)
+        target = dst / rel
+        try:
+            img = open_image(path)
+            if not needs_enlarging(img.size, max_area):
+                if not in_place:
+                    _atomic_replace(target, lambda tmp: shutil.copyfile(path, tmp))
+                summary.copied += 1
+                continue
+            big = super_resolve_image(model, img, scale, tile=tile, overlap=overlap, device=device)
+            fmt = sniff_format(path) or "png"
+            _atomic_replace(target, lambda tmp: save_image(big, tmp, fmt))
+            summary.enlarged += 1
+        except UnreadableImageError as e:
+            if strict:
+                raise
+            summary.failed += 1
+            summary.failures.append((str(rel), e.reason))
+            log.warning("skipped %s: %s", path, e.reason)
+        except OSError as e:  # a failed write (disk full, permissions): the original is intact
+            if strict:
+                raise
+            summary.failed += 1
+            summary.failures.append((str(rel), f"write failed: {e}"))
+            log.warning("could not write %s: %s", target, e)
+    summary.seconds = time.time() - t0
+    return summary
