@@ -32,6 +32,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
     p.add_argument("--output-dir", "--od", default="demo_output", help="data, run and predictions go here")
     p.add_argument("--pretrained-path", default=None, help="local ImageNet MobileNetV2 weights (offline machines)")
+    p.add_argument("--train-per-class", type=int, default=80, help="sample images per class for training")
+    p.add_argument("--test-per-class", type=int, default=20, help="sample images per class for testing")
     p.add_argument("-e", "--epochs", type=int, default=6)
     p.add_argument("-b", "--batch-size", type=int, default=16)
     p.add_argument("--image-size", type=int, default=112)
@@ -50,8 +52,10 @@ def main(args: argparse.Namespace) -> dict:
     data_dir, run_dir, pred_dir = out / "data", out / "run", out / "predictions"
     start = time.time()
 
-    print(f"$ python scripts/make_sample_data.py --output-dir {data_dir} --seed {args.seed} --overwrite")
-    sample = make_sample_dataset(data_dir, seed=args.seed, overwrite=True)
+    print(f"$ python scripts/make_sample_data.py --output-dir {data_dir} --train-per-class {args.train_per_class} "
+          f"--test-per-class {args.test_per_class} --seed {args.seed} --overwrite")
+    sample = make_sample_dataset(data_dir, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                                 seed=args.seed, overwrite=True)
     chance = 100.0 / len(sample.class_names)
     print(f"{sample.num_train} training and {sample.num_test} test images, {len(sample.class_names)} classes "
           f"that differ only by a small badge: {', '.join(sample.class_names)}")

@@ -174,7 +174,8 @@ def test_predict_from_csv_labels_and_unlabelled_folder(trained, tiny_data, tmp_p
 
 def test_demo_offline_says_so_and_trains_from_random_init(tmp_path, capsys):
     # conftest blocks every download, as on a machine without internet
-    metrics = run_script("demo", ["--output-dir", str(tmp_path), "-e", "1", "--image-size", "64", "-j", "0"])
+    metrics = run_script("demo", ["--output-dir", str(tmp_path), "-e", "1", "--image-size", "64", "-j", "0",
+                                  "--train-per-class", "8", "--test-per-class", "4"])
     out = capsys.readouterr().out
     assert "could not get the ImageNet weights" in out and "RANDOM initialisation" in out
     assert "DEMO_WEIGHTS=" in out and "--no-pretrained" in out
@@ -184,3 +185,4 @@ def test_demo_offline_says_so_and_trains_from_random_init(tmp_path, capsys):
                  "predictions/metrics.json", "predictions/confusion_matrix.png"):
         assert (tmp_path / path).is_file(), path
     assert len(list((tmp_path / "predictions" / "attention").glob("*.png"))) == 8
+    assert metrics["num_images"] == 20
