@@ -1,0 +1,121 @@
+"""Train the wanted/unwanted classifier that clean_images.py uses to weed out irrelevant downloads.
+
+    python scripts/train_cleaner.py --data-dir sorted/ --save-dir runs/cleaner              # MobileNetV2, 224 px
+    python scripts/train_cleaner.py --data-dir sorted/ --save-dir runs/cleaner -m timm:legacy_xception -e 20
+    python scripts/clean_images.py --data-dir downloads --ckpt-path runs/cleaner/cleaner.pt --output-dir cleaned
+
+DATA_DIR holds wanted/ (images like the ones to keep: whole cars, the right view...) and unwanted/ (what a web
+search also brings: interiors, parts, adverts, logos...), a few dozen each or more; it is only read. It is split
+(stratified, --seed, near-duplicates on one side) into SAVE_DIR/data/{train,test}/{wanted,unwanted}/ by hard links
+(copies across filesystems), then trained with train.py's engine as the plain CNN baseline (--method baseline)
+with balanced class weights, since the two folders are rarely the same size. Every train.py flag works here
+(-m, --image-size, -e, -b, --lr, --pretrained-path, --augment, -c to resume...). SAVE_DIR receives train.py's
+outputs, cleaner.pt (a copy of last.pt, or of best.pt with --select best) and cleaner_eval.json: precision and
+recall of removing the held-out unwanted images at --threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train.py, whose flags and engine are reused
+
+import train as train_script  # noqa: E402  (imports only what train.py's --help needs)
+
+#: Model settings used unless given (or taken from the checkpoint with -c, as train.py does).
+MODEL_DEFAULTS = dict(method="baseline", model="mobilenet_v2", image_size=224)
+HELP = {
+    "model": f"backbone (any of train.py's -m names); default {MODEL_DEFAULTS['model']}, or the checkpoint's with -c",
+    "method": "baseline (backbone + global pooling + linear classifier) or wsdan; default baseline, or the "
+              "checkpoint's with -c",
+    "image_size": f"square input size; default {MODEL_DEFAULTS['image_size']}, or the checkpoint's with -c",
+}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train a two-class wanted/unwanted image classifier (train.py's engine, baseline method)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help, conflict_handler="resolve",
+        parents=[train_script.get_args_parser(add_help=False)])
+    p.add_argument("--data-dir", "--dd", required=True,
+                   help="folder with wanted/ and unwanted/ sub-folders of sorted example images (only read)")
+    p.add_argument("--save-dir", "--sd", required=True,
+                   help="folder for the split (data/), checkpoints (cleaner.pt), metrics and logs")
+    p.add_argument("--test-ratio", type=float, default=0.2, help="share of each folder held out for validation")
+    p.add_argument("--link", action=argparse.BooleanOptionalAction, default=True,
+                   help="hard-link the images into SAVE_DIR/data (else copy)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="p(unwanted) at or above which the held-out evaluation counts an image as removed")
+    p.add_argument("--select", choices=["last", "best"], default="last",
+                   help="the checkpoint copied to SAVE_DIR/cleaner.pt: the last epoch, or train.py's best.pt (first "
+                        "epoch with the best validation top-1; small validation sets tie early)")
+    p.set_defaults(class_weights="balanced", epochs=15, lr_scheduler="cosine")
+    for action in p._actions:  # train.py's help names its own defaults for these
+        if action.dest in HELP:
+            action.help = HELP[action.dest]
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Split, train, evaluate on the held-out images; returns the last epoch's metrics and the evaluation."""
+    from data_tools.clean import check_sorted_folder, prepare_cleaner_split, removal_metrics, score_images
+    from data_tools.common import DataToolError, copy_file, scan_dataset
+    from ws_dan.checkpoint import CheckpointError
+    from ws_dan.utils import fail, setup_logging, write_json
+
+    log = setup_logging(verbose=args.verbose)
+    save_dir = Path(args.save_dir)
+    split_dir = save_dir / "data"
+    try:
+        counts = check_sorted_folder(args.data_dir)
+        log.info("%s: %d wanted, %d unwanted image(s)", args.data_dir, counts["wanted"], counts["unwanted"])
+        split = prepare_cleaner_split(args.data_dir, split_dir, test_ratio=args.test_ratio, seed=args.seed,
+                                      link=args.link, workers=0, progress=False)
+    except DataToolError as e:
+        fail(str(e))
+    s = split.summary
+    log.info("split into %s: %d train, %d test (%d near-duplicate group(s) kept together)", split_dir, s["train"],
+             s["test"], s["duplicate_groups"])
+
+    train_args = argparse.Namespace(**vars(args))
+    train_args.data_dir = str(split_dir)
+    if not args.ckpt:
+        for key, value in MODEL_DEFAULTS.items():
+            if getattr(train_args, key) is None:
+                setattr(train_args, key, value)
+    row = train_script.main(train_args)
+
+    # The cleaner: a validation split of a few dozen images reaches 100% top-1 within an epoch or two, and train.py
+    # keeps the *first* best epoch, so by default the end of the (cosine-decayed) schedule is used instead.
+    cleaner = save_dir / "cleaner.pt"
+    copy_file(save_dir / f"{args.select}.pt", cleaner)
+
+    # Held-out check of what clean_images.py would do with this checkpoint at --threshold.
+    test_images, _ = scan_dataset(split_dir / "test", splits=False)
+    try:
+        scores = score_images(cleaner, [img.path for img in test_images], batch_size=args.batch_size, workers=0,
+                              device=args.device)
+    except (DataToolError, CheckpointError) as e:
+        fail(str(e))
+    label = {img.path: img.label for img in test_images}
+    removed = [p for p, q in zip(scores.paths, scores.p_unwanted) if q >= args.threshold]
+    metrics = removal_metrics(removed, [p for p in scores.paths if label[p] == "unwanted"], len(scores.paths))
+    metrics.update(threshold=args.threshold, checkpoint=str(cleaner), train_images=s["train"], test_images=s["test"])
+    write_json(save_dir / "cleaner_eval.json", metrics)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    log.info("held-out: %d images, %d unwanted; removed %d at p >= %.2f: precision %s, recall %s", metrics["images"],
+             metrics["unwanted"], metrics["removed"], args.threshold, pct(metrics["precision"]),
+             pct(metrics["recall"]))
+    log.info("cleaner: %s; next: python scripts/clean_images.py --data-dir DOWNLOADS --ckpt-path %s --output-dir OUT",
+             cleaner, cleaner)
+    return {"train": row, "heldout": metrics, "checkpoint": str(cleaner), "split": s}
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
