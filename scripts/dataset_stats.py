@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from data_tools.common import add_job_flags  # noqa: E402
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Counts, image sizes and formats per split and class",
@@ -25,11 +27,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--od", required=True, help="new folder for the tables and charts")
     p.add_argument("--area-threshold", type=int, default=128 * 256,
                    help="images with fewer pixels count as small (128x256: the super-resolution trigger)")
-    p.add_argument("-j", "--workers", type=int, default=None, help="processes (default: all CPU cores)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first image whose header cannot be read")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_job_flags(p, strict_help="stop at the first image whose header cannot be read")
     return p
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from data_tools.common import add_job_flags  # noqa: E402
+
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
 
@@ -41,11 +43,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "OUTPUT_DIR/quarantine (undo with --undo)")
     p.add_argument("--link", action="store_true", help="copy-unique: hard-link instead of copying")
     p.add_argument("--contact-groups", type=int, default=20, help="groups shown in contact_sheet.png (0: none)")
-    p.add_argument("-j", "--workers", type=int, default=None, help="processes for hashing (default: all CPU cores)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_job_flags(p, workers_help="processes for hashing (default: all CPU cores)")
     return p
 
 

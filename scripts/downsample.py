@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from data_tools.common import add_job_flags  # noqa: E402
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Low-resolution copy of a dataset (shortest side N px)",
@@ -24,11 +26,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--od", required=True, help="new folder for the copy")
     p.add_argument("--size", type=int, default=128, help="shortest side in pixels")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of resized JPEGs")
-    p.add_argument("-j", "--workers", type=int, default=None, help="processes (default: all CPU cores)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_job_flags(p)
     return p
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from data_tools.common import add_job_flags  # noqa: E402
+
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
 
@@ -41,11 +43,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--link", action="store_true", help="hard-link instead of copying (not with --in-place)")
     p.add_argument("--undo", default=None, metavar="MERGE_ADDED_CSV",
                    help="remove the files an earlier merge added (unchanged ones only), then exit")
-    p.add_argument("-j", "--workers", type=int, default=None, help="processes for hashing (default: all CPU cores)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_job_flags(p, workers_help="processes for hashing (default: all CPU cores)")
     return p
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from data_tools.common import add_job_flags  # noqa: E402
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Check every image of a dataset; --fix writes an all-JPEG copy",
@@ -28,11 +30,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=int, default=32, help="images with a shorter side are reported as tiny")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of re-encoded images")
     p.add_argument("--link", action="store_true", help="--fix: hard-link the JPEGs kept as they are")
-    p.add_argument("-j", "--workers", type=int, default=None, help="processes (default: all CPU cores)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file or non-image")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_job_flags(p, strict_help="stop at the first unreadable file or non-image")
     return p
 
 
