@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
+from ws_dan.utils import atomic_write, default_workers  # noqa: F401  (default_workers is re-exported)
+
 PathLike = Union[str, os.PathLike]
 T = TypeVar("T")
 R = TypeVar("R")
@@ -203,16 +205,8 @@ def move_file(src: PathLike, dst: PathLike) -> None:
 
 def save_image(image: Any, dst: PathLike, format: str, **params: Any) -> None:
     """Save a PIL image to ``dst`` atomically in ``format`` (``"JPEG"``, ``"PNG"``...)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format=format, **params)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(dst, "wb") as f:
+        image.save(f, format=format, **params)
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -297,14 +291,6 @@ def scan_dataset(root: PathLike, splits: Optional[bool] = None) -> tuple[list[Da
 
 # ---------------------------------------------------------------------------------------------------------------
 # Progress and parallel work
-
-
-def default_workers() -> int:
-    """CPU cores available to this process (same rule as ``ws_dan.utils.default_workers``, without torch)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def track(iterable: Iterable[T], total: Optional[int] = None, desc: str = "", progress: Progress = False) -> Iterator[T]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import sys
 import time
@@ -24,15 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
+from ws_dan.utils import default_workers  # noqa: E402  (ws_dan.utils imports torch lazily)
+
 MODELS = ["dbpn-s", "dbpn", "dbpn-res-mr64-3", "dbpnll"]
-
-
-def _cpu_count() -> int:
-    # ws_dan.utils.default_workers without importing torch, so that --help stays instant
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -61,7 +54,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr-decay-epoch", type=int, default=None, help="divide the lr by 10 here; default epochs // 2")
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="stop after this many minutes of training (0: no limit); validates and saves first")
-    p.add_argument("-j", "--workers", type=int, default=_cpu_count(), help="data loading processes")
+    p.add_argument("-j", "--workers", type=int, default=default_workers(), help="data loading processes")
     p.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume from (e.g. SAVE_DIR/last.pt)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -33,7 +32,7 @@ import torch.nn as nn
 
 from . import __version__
 from .model import ModelConfig, create_model
-from .utils import new_file_mode
+from .utils import atomic_write
 
 PathLike = Union[str, os.PathLike]
 FORMAT = "ws_dan.checkpoint"
@@ -50,19 +49,9 @@ def save_checkpoint(path: PathLike, state: dict[str, Any], kind: str = "wsdan") 
     A crash or Ctrl-C while writing leaves the previous file intact and no half-written file behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "version": __version__, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

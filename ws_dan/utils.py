@@ -143,13 +143,17 @@ def new_file_mode() -> int:
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds."""
+    """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds.
+
+    The data reach the disk (fsync) before the rename, so a crash leaves the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
