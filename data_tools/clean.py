@@ -31,7 +31,7 @@ from data_tools.common import (
     DataToolError, DatasetImage, Progress, check_not_nested, finish_output_dir, move_file, prepare_output_dir,
     scan_dataset, sha256_file, track, unique_path,
 )
-from data_tools.images import SkippedFile
+from ws_dan.images import SkippedFile
 
 LOG = logging.getLogger("ws_dan.data_tools.clean")
 
@@ -57,7 +57,7 @@ def check_sorted_folder(data_dir) -> dict[str, int]:
 
     Raises :class:`DataToolError` naming the folder and what was expected.
     """
-    from data_tools.images import find_images
+    from ws_dan.images import find_images
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -185,7 +185,7 @@ def image_contact_sheet(entries: Sequence[tuple[Path, str]], path, columns: int 
     from PIL import Image, ImageDraw
 
     from data_tools.common import save_image
-    from data_tools.images import UnreadableImageError, open_image
+    from ws_dan.images import UnreadableImageError, open_image
 
     entries = list(entries)[:max_images]
     if not entries:
@@ -229,7 +229,7 @@ def quarantine_images(plan: Sequence[tuple[DatasetImage, float]], quarantine_dir
     the first move and keeps the rows of an earlier run, nothing is ever replaced, and
     ``data_tools.dedupe.undo_quarantine(manifest_path)`` restores every file.
     """
-    from ws_dan.utils import read_csv_rows, write_csv
+    from ws_dan.io import read_csv_rows, write_csv
 
     quarantine_dir = Path(quarantine_dir).resolve()
     manifest_path = Path(manifest_path)
@@ -268,7 +268,7 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
     quarantine_manifest.csv; the images move to ``quarantine_dir`` (default ``output_dir/quarantine``) under
     ``<class>/unwanted/``. Returns the summary.
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     if action not in ACTIONS:
         raise DataToolError(f"--action {action}: expected one of {', '.join(ACTIONS)}")

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
-from ws_dan.utils import atomic_write, default_workers  # noqa: F401  (default_workers is re-exported)
+from ws_dan.utils import default_workers# noqa: F401  (default_workers is re-exported)
+from ws_dan.io import atomic_write
 
-PathLike = Union[str, os.PathLike]
+from ws_dan.io import PathLike
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -130,7 +131,7 @@ def read_marker(output_dir: PathLike) -> Optional[dict]:
 
 
 def write_marker(output_dir: PathLike, tool: str, settings: Optional[dict]) -> None:
-    from ws_dan.utils import write_json
+    from ws_dan.io import write_json
 
     write_json(Path(output_dir) / MARKER_NAME, {"tool": tool, "settings": _jsonable(settings)})
 
@@ -265,9 +266,9 @@ def scan_dataset(root: PathLike, splits: Optional[bool] = None) -> tuple[list[Da
     Layouts: ``root/<split>/<class>/...`` when every sub-folder of ``root`` is a split name (or ``splits`` is
     True), else ``root/<class>/...``; images deeper inside a class folder belong to that class, images directly in
     ``root`` (or a split folder) have no class. Returns ``(images, skipped)``; ``skipped`` lists the
-    :class:`~data_tools.images.SkippedFile` entries of files that are not images.
+    :class:`~ws_dan.images.SkippedFile` entries of files that are not images.
     """
-    from data_tools.images import find_images
+    from ws_dan.images import find_images
 
     root = Path(root)
     if not root.is_dir():

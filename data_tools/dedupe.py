@@ -42,7 +42,7 @@ from data_tools.common import (
     DataToolError, DatasetImage, Progress, check_not_nested, copy_file, default_workers, move_file, parallel_map, scan_dataset, sha256_file, track,
     unique_path,
 )
-from data_tools.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, open_image
+from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, open_image
 
 LOG = logging.getLogger("ws_dan.data_tools.dedupe")
 
@@ -123,7 +123,7 @@ class ImageHash:
 
 
 def hash_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHash:
-    """Decode ``path`` with :func:`~data_tools.images.open_image` and hash it (raises UnreadableImageError)."""
+    """Decode ``path`` with :func:`~ws_dan.images.open_image` and hash it (raises UnreadableImageError)."""
     image = open_image(path, max_pixels=max_pixels)
     return ImageHash(Path(path), pixel_digest(image), image_hashes(image), image.width, image.height)
 
@@ -162,7 +162,7 @@ def hash_images(paths: Sequence[Path], workers: Optional[int] = None, progress: 
     """Hash ``paths`` on ``workers`` processes (all cores when None).
 
     Unreadable files are skipped and listed with the reason; ``strict`` raises
-    :class:`~data_tools.images.UnreadableImageError` at the first one instead.
+    :class:`~ws_dan.images.UnreadableImageError` at the first one instead.
     """
     start = time.perf_counter()
     kept: list[ImageHash] = []
@@ -613,7 +613,7 @@ def quarantine(report: DuplicateReport, quarantine_dir, manifest_path, progress:
     moves, and rows of an earlier run are kept, so :func:`undo_quarantine` can restore everything even after a
     crash half-way. Never replaces an existing file.
     """
-    from ws_dan.utils import read_csv_rows, write_csv
+    from ws_dan.io import read_csv_rows, write_csv
 
     quarantine_dir = Path(quarantine_dir).resolve()
     manifest_path = Path(manifest_path)
@@ -646,7 +646,7 @@ def undo_quarantine(manifest_path, progress: Progress = False) -> dict:
     a quarantined file whose content changed, or whose original place is taken by another file, is left where
     it is and reported.
     """
-    from ws_dan.utils import read_csv_rows
+    from ws_dan.io import read_csv_rows
 
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
@@ -700,7 +700,7 @@ def run_dedupe(output_dir, data_dir=None, reference_dir=None, query_dir=None, th
     ``quarantine/`` and writes ``quarantine_manifest.csv`` for :func:`undo_quarantine`.
     Returns the report and the summary.
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     from data_tools.common import finish_output_dir, prepare_output_dir, skipped_rows
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageEnhance
 
 from data_tools.common import Progress, save_image, track
 from data_tools.dedupe import HashedImages, connected_groups, find_pairs, popcount
-from data_tools.images import open_image
+from ws_dan.images import open_image
 
 
 def _half(im: Image.Image) -> Image.Image:

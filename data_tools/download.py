@@ -15,7 +15,7 @@ What a download must get through before a file appears in ``OUT/<class>/``:
   one host at a time. Timeouts, connection errors, 429 and 5xx are retried with exponential back-off (or the
   server's ``Retry-After``); other failures are final.
 * **The content**: the bytes must decode as an image (any format PIL reads; an HTML page does not), through
-  ``data_tools.images.open_image`` (EXIF orientation, RGB, decompression-bomb limit, truncation), and be at least
+  ``ws_dan.images.open_image`` (EXIF orientation, RGB, decompression-bomb limit, truncation), and be at least
   ``min_side`` pixels on the short side. Upright RGB JPEGs are kept byte for byte; everything else is re-encoded
   to an RGB JPEG.
 * **Duplicates**: an image whose pixels or perceptual hashes (``data_tools.dedupe``, same distance and default
@@ -62,7 +62,7 @@ import numpy as np
 from data_tools.common import (
     DataToolError, Progress, finish_output_dir, prepare_output_dir, save_image, scan_dataset, sha256_file, track,
 )
-from data_tools.images import sniff_bytes
+from ws_dan.images import sniff_bytes
 
 LOG = logging.getLogger("ws_dan.data_tools.download")
 
@@ -633,7 +633,7 @@ class _Downloader:
 
     def _download(self, item: UrlItem, row: dict, tmp: Path, dst: Path, rel: str) -> Optional[dict]:
         from data_tools import dedupe
-        from data_tools.images import UnreadableImageError, open_image, read_image_info
+        from ws_dan.images import UnreadableImageError, open_image, read_image_info
 
         info = None
         for attempt in range(self.s.retries + 1):
@@ -737,7 +737,7 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
     replaced). Writes ``download_manifest.csv`` and ``download_report.json``; returns the summary.
     """
     from data_tools import dedupe
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     s = settings or DownloadSettings()
     if s.workers < 1 or s.retries < 0 or s.min_side < 0 or not 1 <= s.quality <= 100:

@@ -18,7 +18,7 @@ from data_tools.common import (
     DataToolError, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir, save_image,
     scan_dataset,
 )
-from data_tools.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
+from ws_dan.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
 
 LOG = logging.getLogger("ws_dan.data_tools.downsample")
 
@@ -87,10 +87,10 @@ def downsample_dataset(data_dir, output_dir, size: int = DEFAULT_SIZE, quality: 
 
     Writes ``downsample_manifest.csv`` (path, action resized/copied/skipped, sizes before and after, reason)
     and ``downsample_report.json``. Unreadable images are skipped and listed; ``strict`` raises
-    :class:`~data_tools.images.UnreadableImageError` at the first. A run interrupted by Ctrl-C is completed by
+    :class:`~ws_dan.images.UnreadableImageError` at the first. A run interrupted by Ctrl-C is completed by
     running the same command again (finished files are kept).
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     if size < 1:
         raise DataToolError(f"--size {size}: expected a positive number of pixels")

@@ -55,7 +55,7 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     ``allow_new_classes`` (naming them; nothing is written) and for an output folder nested with an input.
     Returns the summary also written to ``merge_report.json``.
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     dedupe.check_threshold(threshold)
     new_dir, train_dir, out = Path(new_dir), Path(train_dir), Path(output_dir)
@@ -232,7 +232,7 @@ def _read_journal(path: Path) -> dict:
 
 def undo_merge(added_csv, progress: Progress = False) -> dict:
     """Delete the files a merge added (``merge_added.csv``), each only if its SHA-256 is unchanged."""
-    from ws_dan.utils import read_csv_rows
+    from ws_dan.io import read_csv_rows
 
     added_csv = Path(added_csv)
     if not added_csv.is_file():

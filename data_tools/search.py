@@ -300,7 +300,7 @@ def search_images(data_dir, output, client: SearchClient, per_class: int = 100, 
     needs ``resume`` or ``overwrite``. A spent daily quota ends the run early with ``summary["stopped"]`` set.
     Raises :class:`SearchError` for refusals retrying cannot fix (after writing what was found).
     """
-    from ws_dan.utils import read_csv_rows, write_csv, write_json
+    from ws_dan.io import read_csv_rows, write_csv, write_json
 
     if not 1 <= per_class <= MAX_RESULTS:
         raise DataToolError(f"--per-class {per_class}: expected 1 to {MAX_RESULTS} (the API's limit per query)")

@@ -28,7 +28,7 @@ from data_tools.common import (
     DataToolError, DatasetImage, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir,
     remove_tree, scan_dataset, sha256_file, split_folders, track, unique_path,
 )
-from data_tools.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
+from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
 
 LOG = logging.getLogger("ws_dan.data_tools.split")
 
@@ -140,12 +140,12 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     """Write a stratified split of the images in ``sources`` to ``output_dir``/{train,test}/<class>/.
 
     ``check`` decodes every image and leaves out (and lists) the unreadable ones; ``strict`` raises
-    :class:`~data_tools.images.UnreadableImageError` at the first instead. ``group_duplicates`` keeps
+    :class:`~ws_dan.images.UnreadableImageError` at the first instead. ``group_duplicates`` keeps
     near-duplicates (distance ``threshold``, data_tools.dedupe's default when None) on one side. An existing,
     non-empty ``output_dir`` is refused unless ``overwrite`` (which replaces its train/ and test/ folders) or it
     holds an interrupted run with the same settings, which is then completed.
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     from data_tools import dedupe
 

@@ -1,6 +1,6 @@
 """Dataset statistics per split and class: counts, image sizes, small images, formats; two PNG charts.
 
-Sizes come from the file headers (:func:`~data_tools.images.read_image_info`, EXIF orientation applied), so a
+Sizes come from the file headers (:func:`~ws_dan.images.read_image_info`, EXIF orientation applied), so a
 dataset of 16,000 photos is measured in seconds; run validate_images.py to decode every file. "Small" means an
 area under ``area_threshold`` pixels (default 128 x 256 = 32,768), the size under which the reference project
 super-resolved an image before classifying it.
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from data_tools.common import DataToolError, Progress, finish_output_dir, parallel_map, prepare_output_dir, scan_dataset
-from data_tools.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, read_image_info
+from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, read_image_info
 
 LOG = logging.getLogger("ws_dan.data_tools.stats")
 
@@ -110,7 +110,7 @@ def dataset_stats(data_dir, output_dir, area_threshold: int = DEFAULT_AREA_THRES
     """Measure ``data_dir`` and write to ``output_dir``: ``stats_per_class.csv`` (one row per split and class,
     plus a row per split with class ``*``), ``image_sizes.csv`` (one row per image), ``stats.json``,
     ``size_histogram.png`` and ``class_balance.png``. Returns the content of stats.json."""
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     if area_threshold <= 0:
         raise DataToolError(f"--area-threshold {area_threshold}: expected a positive number of pixels")
@@ -157,7 +157,7 @@ def plot_size_histogram(records: Sequence[ImageRecord], path, area_threshold: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ws_dan.utils import atomic_write
+    from ws_dan.io import atomic_write
 
     splits = sorted({r.split for r in records})
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
@@ -189,7 +189,7 @@ def plot_class_balance(counts: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ws_dan.utils import atomic_write
+    from ws_dan.io import atomic_write
 
     classes = sorted({c for per in counts.values() for c in per},
                      key=lambda c: (-sum(per.get(c, 0) for per in counts.values()), c))

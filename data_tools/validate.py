@@ -10,7 +10,7 @@ Each file is listed with a status:
 
 With ``fix``, ``output_dir/fixed/`` receives a copy of the dataset a training run can use as it is: readable
 JPEGs copied unchanged, every other readable image re-encoded to an upright RGB JPEG (``name.jpg``, transparency
-over white, as :func:`~data_tools.images.open_image` decodes it), unreadable files and non-images left out.
+over white, as :func:`~ws_dan.images.open_image` decodes it), unreadable files and non-images left out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from data_tools.common import (
     DataToolError, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir, save_image,
     scan_dataset, unique_path,
 )
-from data_tools.images import (
+from ws_dan.images import (
     DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImageError, open_image, read_image_info, sniff_format,
 )
 
@@ -110,7 +110,7 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
 
     ``strict`` raises :class:`~data_tools.common.DataToolError` at the first unreadable file or non-image.
     """
-    from ws_dan.utils import write_csv, write_json
+    from ws_dan.io import write_csv, write_json
 
     if not 1 <= quality <= 100:
         raise DataToolError(f"--quality {quality}: expected 1 to 100")

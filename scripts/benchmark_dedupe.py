@@ -42,7 +42,8 @@ def main(args: argparse.Namespace) -> dict:
     from data_tools.common import DataToolError, check_not_nested, default_workers, format_table, scan_dataset
     from data_tools.dedupe import DEFAULT_THRESHOLD, hash_images
     from data_tools.dedupe_eval import evaluate, evaluate_single_phash, make_altered_copies, time_search
-    from ws_dan.utils import fail, setup_logging, write_json
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import write_json
 
     log = setup_logging()
     workers = args.workers or default_workers()

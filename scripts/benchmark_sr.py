@@ -163,7 +163,8 @@ def main(args: argparse.Namespace) -> dict:
     """Run every (model, size) pair; prints the table and returns {"rows": [...]}."""
     import multiprocessing as mp
 
-    from ws_dan.utils import fail, resolve_device, write_csv
+    from ws_dan.utils import fail, resolve_device
+    from ws_dan.io import write_csv
 
     sizes = []
     for text in args.sizes:

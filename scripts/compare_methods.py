@@ -56,7 +56,7 @@ def _split_cars(src: Path, dst: Path, train_per_class: int, test_per_class: int,
     import random
     import shutil
 
-    from data_tools.images import find_images
+    from ws_dan.images import find_images
 
     if (dst / "train").is_dir() and (dst / "test").is_dir():
         return dst
@@ -81,11 +81,11 @@ def attention_on_detail(ckpt: Path, data: Path) -> dict:
     mean normalised attention inside the badge box relative to the whole image (1 = no preference)."""
     import torch
 
-    from data_tools.images import open_image
+    from ws_dan.images import open_image
     from ws_dan.attention import attention_crop_boxes, normalized_attention
     from ws_dan.checkpoint import model_from_checkpoint
     from ws_dan.data import build_transform
-    from ws_dan.utils import read_csv_rows
+    from ws_dan.io import read_csv_rows
 
     model = model_from_checkpoint(ckpt)
     cfg = model.config
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     import train
 
     from data_tools.synthetic import make_sample_dataset
-    from ws_dan.utils import read_csv_rows, write_csv
+    from ws_dan.io import read_csv_rows, write_csv
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

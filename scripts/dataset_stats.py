@@ -34,9 +34,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Measure; returns the content of OUTPUT_DIR/stats.json."""
     from data_tools.common import DataToolError, format_table
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from data_tools.stats import dataset_stats
-    from ws_dan.utils import fail, read_csv_rows, setup_logging
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import read_csv_rows
 
     setup_logging(verbose=args.verbose)
     try:

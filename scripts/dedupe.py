@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (also written to OUTPUT_DIR/dedupe_report.json)."""
     from data_tools.common import DataToolError, format_table
     from data_tools.dedupe import run_dedupe, undo_quarantine
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)

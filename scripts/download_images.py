@@ -78,7 +78,8 @@ def main(args: argparse.Namespace) -> dict:
     """Download; returns the summary (also written to OUTPUT_DIR/download_report.json)."""
     from data_tools.common import DataToolError, format_table
     from data_tools.download import USER_AGENT, DownloadSettings, download_images
-    from ws_dan.utils import fail, read_csv_rows, setup_logging
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import read_csv_rows
 
     setup_logging(verbose=args.verbose)
     settings = DownloadSettings(

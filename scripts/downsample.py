@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> dict:
     """Write the copy; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
     from data_tools.common import DataToolError, format_table
     from data_tools.downsample import downsample_dataset
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)

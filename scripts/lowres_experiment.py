@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
     from data_tools.common import DataToolError
     from data_tools.downsample import downsample_dataset
-    from ws_dan.utils import atomic_write, fail
+    from ws_dan.utils import fail
+    from ws_dan.io import atomic_write
 
     out = Path(args.output_dir)
     small = out / f"downsampled_{args.size}"

@@ -50,9 +50,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Merge; returns the summary (also in OUTPUT_DIR/merge_report.json)."""
     from data_tools.common import DataToolError, format_table
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from data_tools.merge import merge_data, undo_merge
-    from ws_dan.utils import fail, read_csv_rows, setup_logging
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import read_csv_rows
 
     setup_logging(verbose=args.verbose)
     if args.undo:

@@ -74,7 +74,7 @@ def find_samples(args: argparse.Namespace, class_names: list[str]):
 
 def _area(path: Path) -> int:
     """Pixels of an image from its header (0 when unreadable: the loader will skip and report it)."""
-    from data_tools.images import UnreadableImageError, read_image_info
+    from ws_dan.images import UnreadableImageError, read_image_info
 
     try:
         info = read_image_info(path)
@@ -94,16 +94,14 @@ def main(args: argparse.Namespace) -> dict:
     """Predict; returns the metrics (empty without labels)."""
     import numpy as np
 
-    from data_tools.images import UnreadableImageError, open_image
+    from ws_dan.images import UnreadableImageError, open_image
     from ws_dan.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, make_loader
     from ws_dan.engine import predict
     from ws_dan.metrics import classification_report
     from ws_dan.plots import plot_confusion_matrix, save_attention_overlay
-    from ws_dan.utils import (
-        amp_dtype, atomic_write, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel,
-        write_csv, write_json,
-    )
+    from ws_dan.utils import amp_dtype, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel
+    from ws_dan.io import atomic_write, write_csv, write_json
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

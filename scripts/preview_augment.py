@@ -30,9 +30,10 @@ def main(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image, ImageDraw
 
-    from data_tools.images import UnreadableImageError, open_image
+    from ws_dan.images import UnreadableImageError, open_image
     from ws_dan.augment import NightAugment, build_train_transform, parse_augment
-    from ws_dan.utils import atomic_write, fail
+    from ws_dan.utils import fail
+    from ws_dan.io import atomic_write
 
     names = parse_augment(args.augment)
     try:

@@ -50,7 +50,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Write the split; returns the summary (also in OUTPUT_DIR/split_report.json)."""
     from data_tools.common import DataToolError, format_table
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from data_tools.split import split_dataset
     from ws_dan.utils import fail, setup_logging
 

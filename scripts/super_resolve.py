@@ -45,7 +45,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (enlarged, copied, failed, not_images, seconds, failures, output_dir)."""
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from super_resolution.folder import super_resolve_folder
     from super_resolution.weights import SRWeightsError, load_sr_model
     from ws_dan.utils import fail, resolve_device, setup_logging

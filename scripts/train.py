@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's metrics row (also written to metrics.csv)."""
     import torch
 
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from ws_dan import distributed as dist
     from ws_dan.augment import parse_augment
     from ws_dan.backbones import PretrainedWeightsError
@@ -129,10 +129,8 @@ def main(args: argparse.Namespace) -> dict:
     from ws_dan.model import ModelConfig, build_model
     from ws_dan.optim import balanced_class_weights, build_optimizer
     from ws_dan.plots import plot_curves
-    from ws_dan.utils import (
-        amp_dtype, fail, parse_gpu_ids, read_csv_rows, resolve_device, seed_everything, setup_logging,
-        wrap_data_parallel, write_csv, write_json,
-    )
+    from ws_dan.utils import amp_dtype, fail, parse_gpu_ids, resolve_device, seed_everything, setup_logging, wrap_data_parallel
+    from ws_dan.io import read_csv_rows, write_csv, write_json
 
     # Processes: one, or one per GPU under torchrun. Only rank 0 writes files, logs to the console and shows
     # progress bars; every rank seeds differently so crops, drops and augmentations differ between them.

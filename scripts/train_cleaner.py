@@ -64,7 +64,8 @@ def main(args: argparse.Namespace) -> dict:
     from data_tools.clean import check_sorted_folder, prepare_cleaner_split, removal_metrics, score_images
     from data_tools.common import DataToolError, copy_file, scan_dataset
     from ws_dan.checkpoint import CheckpointError
-    from ws_dan.utils import fail, setup_logging, write_json
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import write_json
 
     log = setup_logging(verbose=args.verbose)
     save_dir = Path(args.save_dir)

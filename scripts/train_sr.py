@@ -74,14 +74,15 @@ def main(args: argparse.Namespace) -> dict:
     """Train; returns the last epoch's metrics row (also in metrics.csv) plus the best validation PSNR."""
     import torch
 
-    from data_tools.images import UnreadableImageError
+    from ws_dan.images import UnreadableImageError
     from super_resolution.dbpn import DBPN
     from super_resolution.training import (
         SRPatchDataset, prepare_validation, scan_hr_images, train_one_epoch, validate,
     )
     from super_resolution.weights import SRWeightsError, load_dbpn_weights, sr_config
     from ws_dan.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-    from ws_dan.utils import fail, read_csv_rows, resolve_device, seed_everything, setup_logging, write_csv, write_json
+    from ws_dan.utils import fail, resolve_device, seed_everything, setup_logging
+    from ws_dan.io import read_csv_rows, write_csv, write_json
 
     save_dir = Path(args.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ def main(args: argparse.Namespace) -> dict:
     """Check (and fix); returns the summary (also in OUTPUT_DIR/validation_report.json)."""
     from data_tools.common import DataToolError, format_table
     from data_tools.validate import validate_images
-    from ws_dan.utils import fail, read_csv_rows, setup_logging
+    from ws_dan.utils import fail, setup_logging
+    from ws_dan.io import read_csv_rows
 
     setup_logging(verbose=args.verbose)
     try:

@@ -28,12 +28,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from data_tools.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
-from ws_dan.utils import new_file_mode
+from ws_dan.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
+from ws_dan.io import new_file_mode
 
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, super_resolve_image
 
-PathLike = Union[str, os.PathLike]
+from ws_dan.io import PathLike
 log = logging.getLogger("ws_dan")
 
 DEFAULT_MAX_AREA = 128 * 256

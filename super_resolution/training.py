@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data_tools.images import UnreadableImageError, find_images, open_image
+from ws_dan.images import UnreadableImageError, find_images, open_image
 
 from .inference import image_to_tensor, tiled_forward, tensor_to_image
 from .metrics import bicubic_down, bicubic_up, modcrop, psnr_y, ssim_y
 
-PathLike = Union[str, os.PathLike]
+from ws_dan.io import PathLike
 log = logging.getLogger("ws_dan")
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .dbpn import DBPN, PROJECTION, VARIANTS
 
-PathLike = Union[str, os.PathLike]
+from ws_dan.io import PathLike
 _KERNEL_TO_SCALE = {k: s for s, (k, _, _) in PROJECTION.items()}
 
 

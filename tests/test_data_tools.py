@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import ROOT, run_script, shared
 from data_tools import common
 from data_tools.common import DataToolError, prepare_output_dir, scan_dataset, unique_path
-from data_tools.images import open_image, read_image_info
+from ws_dan.images import open_image, read_image_info
 from test_dedupe import photo, tree_snapshot
 
 SCRIPTS = ["split_dataset", "dedupe", "validate_images", "dataset_stats", "merge_data", "downsample",

@@ -299,7 +299,7 @@ def test_download_formats_failures_and_limits(server, tmp_path):
     # an upright RGB JPEG is kept byte for byte; other formats are re-encoded
     assert (out / m[server.url("/a.jpg")]["path"]).read_bytes() == good["/a.jpg"][0]
     assert "re-encoded from PNG" in m[server.url("/b.png")]["reason"]
-    # transparency is composited on white, as data_tools.images does everywhere
+    # transparency is composited on white, as ws_dan.images does everywhere
     with Image.open(out / m[server.url("/b.png")]["path"]) as im:
         arr = np.asarray(im, dtype=np.int16)
     assert arr[:, :40].min() >= 235 and arr[:, 56:].std() > 20  # white left half, the picture on the right

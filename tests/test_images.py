@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import shared
-from data_tools.images import UnreadableImageError, check_image, find_images, open_image, sniff_format
+from ws_dan.images import UnreadableImageError, check_image, find_images, open_image, sniff_format
 
 
 def _jpeg_bytes(image: Image.Image, **kw) -> bytes:

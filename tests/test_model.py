@@ -106,7 +106,7 @@ def test_loss_falls_on_a_fixed_batch():
 
     before = eval_loss()
     losses = []
-    for _ in range(30):
+    for _ in range(60):  # 30 left the eval loss (BN running statistics lag) at the threshold on some CPUs
         model.train()
         losses.append(train_step(model, images, targets, optimizer, cfg).loss.item())
     after = eval_loss()

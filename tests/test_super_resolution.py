@@ -233,7 +233,7 @@ def test_ssim_by_hand():
 
 def test_bicubic_baseline_matches_the_published_set5_figure():
     """Our PIL down/up-scaling + Y/border-cropped PSNR reproduce the papers' Set5 4x bicubic 28.42 / 0.8104."""
-    from data_tools.images import open_image
+    from ws_dan.images import open_image
     from super_resolution.metrics import bicubic_down, bicubic_up, modcrop
 
     p, s = [], []

@@ -32,9 +32,9 @@ import torch.nn as nn
 
 from . import __version__
 from .model import ModelConfig, create_model
-from .utils import atomic_write
+from .io import atomic_write
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 FORMAT = "ws_dan.checkpoint"
 FORMAT_VERSION = 1
 

@@ -30,7 +30,7 @@ from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import build_model_from_state
 from .model import WSDAN, ModelConfig
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 FORMATS = ("grab", "guyuc")
 
 

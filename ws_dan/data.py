@@ -5,7 +5,7 @@ columns), or none (a folder of images to predict). All three give a list of ``(p
 (-1 when unlabelled) wrapped by :class:`ImageDataset`.
 
 Bad files never crash a long job: files that are not images are found while scanning (by content, see
-``data_tools.images``) and files that fail to decode are returned by the dataset as :class:`FailedSample`;
+``ws_dan.images``) and files that fail to decode are returned by the dataset as :class:`FailedSample`;
 :func:`collate_skip_failed` drops them from the batch and hands their paths to the caller, which counts them
 and warns at the end. With ``strict=True`` the first bad file raises instead.
 """
@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from torch.utils.data.dataloader import default_collate
 from torchvision import transforms as T
 
-from data_tools.images import SkippedFile, UnreadableImageError, find_images, open_image
+from ws_dan.images import SkippedFile, UnreadableImageError, find_images, open_image
 
 from .augment import DEFAULT_AUGMENT, build_train_transform
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 Sample = tuple[Path, int]
 
 

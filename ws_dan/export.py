@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from .model import WSDAN
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 
 
 class InferenceModel(nn.Module):

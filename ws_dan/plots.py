@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .utils import atomic_write  # noqa: E402
+from .io import atomic_write# noqa: E402
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 
 
 def _save(fig: "plt.Figure", path: PathLike, dpi: int = 100) -> None:

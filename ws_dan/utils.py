@@ -1,4 +1,4 @@
-"""Small helpers shared by the scripts: devices, seeds, logging, atomic file writes, flag parsing.
+"""Small helpers shared by the scripts: devices, seeds, logging, flag parsing (file writers: ``ws_dan.io``).
 
 torch is imported inside the functions that need it, so the data tools (which use the file helpers here) start
 without paying for it.
@@ -7,21 +7,18 @@ without paying for it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import json
 import logging
 import os
 import random
 import sys
-import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, NoReturn, Optional, Sequence, Union
+from typing import TYPE_CHECKING, NoReturn, Optional, Sequence, Union
+
+from .io import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-PathLike = Union[str, os.PathLike]
 
 
 def default_workers() -> int:
@@ -132,52 +129,6 @@ class _TqdmHandler(logging.StreamHandler):
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:
             self.handleError(record)
-
-
-def new_file_mode() -> int:
-    """The permissions a plain ``open(path, "w")`` would give (0o666 minus the umask); mkstemp uses 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` and rename it over ``path`` only if the block succeeds.
-
-    The data reach the disk (fsync) before the rename, so a crash leaves the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: PathLike, obj: Any) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-
-
-def write_csv(path: PathLike, rows: Sequence[dict], fieldnames: Optional[Sequence[str]] = None) -> None:
-    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
-    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_csv_rows(path: PathLike) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

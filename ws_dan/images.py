@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-PathLike = Union[str, os.PathLike]
+from .io import PathLike
 
 #: Decompression-bomb limit (pixels). Larger than any real photo (a 16k x 16k panorama is 268 MP) but small
 #: enough that a crafted 1-pixel-per-byte PNG cannot exhaust memory.
