@@ -10,8 +10,9 @@ in. Here:
 * :func:`clean_images` scores every image of a downloads folder (``NEW/<class>/...``) with that checkpoint and
   writes ``clean_scores.csv`` (path, class, p_unwanted, decision), a contact sheet of the images it would remove,
   and a report; with ``action="quarantine"`` it moves them to ``<quarantine>/<class>/unwanted/`` with an undo
-  manifest in ``data_tools.dedupe``'s format, so ``dedupe.undo_quarantine`` (``clean_images.py --undo``) puts
-  them back byte for byte.
+  manifest written by the shared ``data_tools.manifest`` (dedupe's format plus the score), so
+  ``clean_images.py --undo`` puts them back byte for byte, acting only inside the recorded folders. A symlinked
+  download moves as the link; its target is never touched.
 
 The quarantine folder is outside the downloads folder on purpose: an ``unwanted/`` folder inside ``NEW/<class>/``
 would still belong to that class for ``merge_data`` (images deeper in a class folder count as the class).
@@ -21,27 +22,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from data_tools.common import (
-    DataToolError, DatasetImage, Progress, check_not_nested, finish_output_dir, move_file, prepare_output_dir,
-    scan_dataset, sha256_file, track, unique_path,
-)
+from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
+from data_tools.parallel import Progress
 from ws_dan.images import SkippedFile
+from ws_dan.io import InputError as DataToolError
+from ws_dan.layout import DatasetImage, scan_dataset
+from ws_dan.outputs import check_not_nested, finish_output_dir, prepare_output_dir
 
-LOG = logging.getLogger("ws_dan.data_tools.clean")
+LOG = logging.getLogger(__name__)
 
 WANTED, UNWANTED = "wanted", "unwanted"
 CLEANER_CLASSES = (UNWANTED, WANTED)  # sorted, as the training engine orders class folders
 ACTIONS = ("report", "quarantine")
 DEFAULT_THRESHOLD = 0.5
 SCORE_FIELDS = ("path", "class", "p_unwanted", "decision")
-#: dedupe's quarantine manifest columns (so dedupe.undo_quarantine reads it), plus the score.
-MANIFEST_FIELDS = ("original", "quarantined", "sha256", "bytes", "group", "p_unwanted")
+#: The shared quarantine manifest columns (data_tools.manifest), plus the score.
+MANIFEST_FIELDS = (*MOVE_FIELDS, "p_unwanted")
 SCORES_NAME = "clean_scores.csv"
 SHEET_NAME = "contact_sheet.png"
 REPORT_NAME = "clean_report.json"
@@ -180,38 +183,14 @@ def image_contact_sheet(entries: Sequence[tuple[Path, str]], path, columns: int 
                         max_images: int = 64) -> Optional[Path]:
     """A PNG grid of images with a caption under each (the first ``max_images``); None when there is none.
 
-    Images that fail to open show as grey tiles.
+    ``ws_dan.contact_sheet`` draws it; a caption holds up to two lines. Images that fail to open show as grey tiles.
     """
-    from PIL import Image, ImageDraw
-
-    from data_tools.common import save_image
-    from ws_dan.images import UnreadableImageError, open_image
+    from ws_dan.contact_sheet import contact_sheet
 
     entries = list(entries)[:max_images]
-    if not entries:
-        return None
-    cols = min(columns, len(entries))
-    rows = (len(entries) + cols - 1) // cols
-    label_h, pad = 28, 6
-    sheet = Image.new("RGB", (pad + cols * (thumb + pad), pad + rows * (thumb + label_h + pad)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (img_path, caption) in enumerate(entries):
-        x = pad + (k % cols) * (thumb + pad)
-        y = pad + (k // cols) * (thumb + label_h + pad)
-        try:
-            im = open_image(img_path)
-            im.thumbnail((thumb, thumb))
-        except (UnreadableImageError, OSError):
-            im = Image.new("RGB", (thumb, thumb), (160, 160, 160))
-        sheet.paste(im, (x + (thumb - im.width) // 2, y + (thumb - im.height) // 2))
-        for line, text in enumerate(caption.split("\n")[:2]):
-            draw.text((x, y + thumb + 2 + 12 * line), _shorten(text), fill=(0, 0, 0) if line == 0 else (90, 90, 90))
-    save_image(sheet, path, "PNG")
-    return Path(path)
-
-
-def _shorten(text: str, n: int = 19) -> str:
-    return text if len(text) <= n else text[: n // 2 - 1] + "~" + text[-(n // 2):]
+    tiles = [(p, caption.split("\n")) for p, caption in entries]
+    return contact_sheet([tiles[k:k + columns] for k in range(0, len(tiles), columns)], path, thumb=thumb,
+                         caption_lines=2, chars=19)
 
 
 def _quarantine_rel(img: DatasetImage) -> Path:
@@ -222,39 +201,25 @@ def _quarantine_rel(img: DatasetImage) -> Path:
 
 
 def quarantine_images(plan: Sequence[tuple[DatasetImage, float]], quarantine_dir, manifest_path,
-                      progress: Progress = False) -> dict:
+                      progress: Progress = False, data_dir=None, keep: Sequence = ()) -> dict:
     """Move each planned image to ``quarantine_dir/<class>/unwanted/``; the undo manifest is written first.
 
-    Same contract as ``data_tools.dedupe.quarantine``: the manifest (absolute paths, SHA-256, size) exists before
-    the first move and keeps the rows of an earlier run, nothing is ever replaced, and
-    ``data_tools.dedupe.undo_quarantine(manifest_path)`` restores every file.
+    The shared contract of ``data_tools.manifest.quarantine_files``: the manifest (absolute paths, SHA-256, size,
+    link text) and the folders undo may act in (``data_dir``, default each image's root, and the quarantine
+    folder) exist before the first move; rows of an earlier run are kept; nothing is ever replaced; a symlink
+    moves as the link, and a file that an image of ``keep`` links to stays; :func:`undo_clean` restores every
+    file.
     """
-    from ws_dan.io import read_csv_rows, write_csv
-
-    quarantine_dir = Path(quarantine_dir).resolve()
-    manifest_path = Path(manifest_path)
-    old_rows = read_csv_rows(manifest_path) if manifest_path.is_file() else []
-    old_rows = [r for r in old_rows if Path(r["quarantined"]).exists() or not Path(r["original"]).exists()]
-    taken = {r["quarantined"].lower() for r in old_rows}
-    rows = []
-    for img, p in plan:
-        src = img.path.resolve()
-        dst = unique_path(quarantine_dir / _quarantine_rel(img), taken)
-        while dst.exists():
-            dst = unique_path(dst, taken, tag="q")
-        rows.append({"original": str(src), "quarantined": str(dst), "sha256": sha256_file(src),
-                     "bytes": src.stat().st_size, "group": img.label, "p_unwanted": f"{p:.6f}"})
-    write_csv(manifest_path, old_rows + rows, MANIFEST_FIELDS)
-    for row in track(rows, total=len(rows), desc="quarantine", progress=progress):
-        move_file(row["original"], row["quarantined"])
-    return {"moved": len(rows), "manifest": str(manifest_path), "quarantine_dir": str(quarantine_dir)}
+    moves = [(img.path, _quarantine_rel(img), {"group": img.label, "p_unwanted": f"{p:.6f}"}) for img, p in plan]
+    roots = [data_dir] if data_dir is not None else sorted({str(img.root) for img, _ in plan})
+    return quarantine_files(moves, roots, quarantine_dir, manifest_path, MANIFEST_FIELDS, keep=keep,
+                            tool="clean_images", progress=progress)
 
 
 def undo_clean(manifest_path, progress: Progress = False) -> dict:
-    """Move quarantined images back (``data_tools.dedupe.undo_quarantine``: SHA-256 checked, nothing replaced)."""
-    from data_tools.dedupe import undo_quarantine
-
-    return undo_quarantine(manifest_path, progress=progress)
+    """Move quarantined images back (``data_tools.manifest.undo_moves``: only inside the recorded folders,
+    content checked, nothing replaced)."""
+    return undo_moves(manifest_path, progress=progress)
 
 
 def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THRESHOLD, action: str = "report",
@@ -298,6 +263,7 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
     by_path = {img.path: img for img in images}
     scored = sorted(zip(scores.paths, scores.p_unwanted.tolist()), key=lambda t: (-t[1], str(t[0])))
     remove = [(by_path[p], s) for p, s in scored if s >= threshold]
+    removing = {img.path for img, _ in remove}
     rows = [{"path": by_path[p].rel.as_posix(), "class": by_path[p].label, "p_unwanted": f"{s:.6f}",
              "decision": "remove" if s >= threshold else "keep"} for p, s in scored]
     rows += [{"path": _rel(f.path, data_dir), "class": "", "p_unwanted": "", "decision": f"unreadable: {f.reason}"}
@@ -318,7 +284,9 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
                "seconds": round(scores.seconds, 2), "scores": str(out / SCORES_NAME),
                "contact_sheet": str(sheet) if sheet else None, "output_dir": str(out)}
     if action == "quarantine":
-        summary["quarantine"] = quarantine_images(remove, qdir, out / MANIFEST_NAME, progress=progress)
+        summary["quarantine"] = quarantine_images(remove, qdir, out / MANIFEST_NAME, progress=progress,
+                                                  data_dir=data_dir, keep=[img.path for img in images
+                                                                           if img.path not in removing])
     write_json(out / REPORT_NAME, summary)
     finish_output_dir(out)
     return summary

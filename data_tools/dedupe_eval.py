@@ -8,16 +8,18 @@ the same pixels saved as PNG (an exact duplicate).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from data_tools.common import Progress, save_image, track
 from data_tools.dedupe import HashedImages, connected_groups, find_pairs, popcount
+from data_tools.parallel import Progress, track
 from ws_dan.images import open_image
+from ws_dan.outputs import save_image
 
 
 def _half(im: Image.Image) -> Image.Image:

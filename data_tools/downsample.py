@@ -14,13 +14,13 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from data_tools.common import (
-    DataToolError, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir, save_image,
-    scan_dataset,
-)
+from data_tools.parallel import Progress, parallel_map
 from ws_dan.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
+from ws_dan.io import InputError as DataToolError
+from ws_dan.layout import scan_dataset
+from ws_dan.outputs import copy_file, finish_output_dir, output_path, prepare_output_dir, save_image
 
-LOG = logging.getLogger("ws_dan.data_tools.downsample")
+LOG = logging.getLogger(__name__)
 
 DEFAULT_SIZE = 128
 FIELDS = ("path", "action", "width", "height", "new_width", "new_height", "reason")
@@ -104,7 +104,7 @@ def downsample_dataset(data_dir, output_dir, size: int = DEFAULT_SIZE, quality: 
     resuming = prepare_output_dir(out, [data_dir], overwrite=overwrite, tool="downsample", settings=settings)
     jobs, rows = [], []
     for img in images:
-        dst = out / img.rel
+        dst = output_path(out, img.rel)  # a symlinked folder in the output is refused, not written through
         if resuming and dst.is_file():  # written atomically, so complete
             rows.append({"path": img.rel.as_posix(), "action": "already_there", "width": "", "height": "",
                          "new_width": "", "new_height": "", "reason": ""})

@@ -10,8 +10,12 @@ Two ways to write the result:
 * default: ``output_dir/train/`` becomes the merged split (the existing training images copied, or hard-linked
   with ``link``, plus the accepted new images); the training folder is only read;
 * ``in_place``: the accepted images are copied into the training folder itself. Nothing there is replaced
-  (a name already taken gets ``__new``), and ``merge_added.csv`` lets :func:`undo_merge` remove exactly the added
-  files again.
+  (a name already taken gets ``__new``), and ``merge_added.csv`` (the shared ``data_tools.manifest`` journal,
+  with the training folder recorded as the only place undo may delete from) lets :func:`undo_merge` remove
+  exactly the added files again.
+
+Symlinked images are read through (the real file is copied or hard-linked, never the link); a symlinked folder
+inside the folder written to is refused rather than written through.
 
 Reports in ``output_dir``: ``merge_added.csv``, ``merge_rejected.csv`` (with the duplicate's path, distance and
 kind), ``merge_report.json``.
@@ -19,30 +23,35 @@ kind), ``merge_report.json``.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from data_tools import dedupe
-from data_tools.common import (
-    DataToolError, DatasetImage, Progress, check_not_nested, copy_file, finish_output_dir, marker_matches, prepare_output_dir,
-    scan_dataset, sha256_file, track, unique_path,
+from data_tools.manifest import AdditionJournal, undo_additions
+from data_tools.parallel import Progress, track
+from ws_dan.io import InputError as DataToolError
+from ws_dan.io import sha256_file, write_csv, write_json
+from ws_dan.layout import DatasetImage, class_folders, scan_dataset
+from ws_dan.outputs import (
+    check_not_nested,
+    copy_file,
+    finish_output_dir,
+    marker_matches,
+    output_path,
+    prepare_output_dir,
+    unique_path,
 )
 
-LOG = logging.getLogger("ws_dan.data_tools.merge")
+LOG = logging.getLogger(__name__)
 
-ADDED_FIELDS = ("source", "dest", "class", "sha256")
 #: Appended to, one line per added file, while a merge runs; replaced by merge_added.csv at the end.
 JOURNAL_NAME = ".merge_added.journal.csv"
 REJECTED_FIELDS = ("source", "class", "reason", "duplicate_of", "distance", "kind")
-
-
-def _class_folders(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_check: Sequence = (),
@@ -55,8 +64,6 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     ``allow_new_classes`` (naming them; nothing is written) and for an output folder nested with an input.
     Returns the summary also written to ``merge_report.json``.
     """
-    from ws_dan.io import write_csv, write_json
-
     dedupe.check_threshold(threshold)
     new_dir, train_dir, out = Path(new_dir), Path(train_dir), Path(output_dir)
     for folder, what in [(new_dir, "new images in class folders"), (train_dir, "the training split's class folders"),
@@ -69,7 +76,7 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     except DataToolError:
         raise DataToolError(f"{new_dir}: the new images' folder and the training folder {train_dir} overlap; "
                             f"keep the new images in a separate folder") from None
-    classes = _class_folders(train_dir)
+    classes = class_folders(train_dir)
     if not classes:
         raise DataToolError(f"{train_dir}: has no class sub-folders (expected {train_dir}/<class>/<images>)")
     new_images, new_skipped = scan_dataset(new_dir, splits=False)
@@ -96,10 +103,9 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
         raise DataToolError(f"{out}: holds merge_added.csv, the undo list of an earlier in-place merge; "
                             f"choose another output folder so that it is kept")
     resuming = prepare_output_dir(out, inputs, overwrite=overwrite, tool="merge_data", settings=settings)
-    journal = out / JOURNAL_NAME
-    previous = _read_journal(journal) if resuming else {}
-    if not resuming:
-        journal.unlink(missing_ok=True)
+    journal = AdditionJournal(out / JOURNAL_NAME, out / "merge_added.csv", train_dir if in_place else out / "train",
+                              tool="merge_data", resume=resuming)
+    previous = journal.previous
     already_added = {str(Path(r["dest"]).resolve()) for r in previous.values()}
 
     # Reference: what the training split (and the also_check folders) already hold; files an interrupted
@@ -172,15 +178,12 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     copied_existing = 0
     if not in_place:
         for img in track(train_images, total=len(train_images), desc="copying train", progress=progress):
-            dst = dest_root / img.rel
+            dst = output_path(dest_root, img.rel)
             if not (resuming and dst.is_file() and dst.stat().st_size == img.path.stat().st_size):
                 copy_file(img.path, dst, link=link)
             copied_existing += 1
     added = []
-    with open(journal, "a", newline="", encoding="utf-8") as jf:
-        writer = csv.DictWriter(jf, fieldnames=ADDED_FIELDS)
-        if jf.tell() == 0:
-            writer.writeheader()
+    with journal:
         for img in track(accepted, total=len(accepted), desc="adding", progress=progress):
             row = previous.get(str(img.path))
             if row is not None and Path(row["dest"]).is_file():  # an interrupted run already added it
@@ -190,17 +193,15 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
             dst_rel = unique_path(Path(img.rel), taken, tag="new")
             while (dest_root / dst_rel).exists():  # never replace a file, whatever its name
                 dst_rel = unique_path(dst_rel, taken, tag="new")
-            dst = dest_root / dst_rel
+            dst = output_path(dest_root, dst_rel)  # a symlinked class folder is refused, not written through
             copy_file(img.path, dst, link=link and not in_place)
             row = {"source": str(img.path), "dest": str(dst.resolve()), "class": img.label,
                    "sha256": sha256_file(dst)}
             # The journal line is written as soon as the file is in place, so an interrupted in-place merge
             # still leaves a complete undo list (and a rerun knows what it already added).
-            writer.writerow(row)
-            jf.flush()
+            journal.add(row)
             added.append(row)
-    write_csv(out / "merge_added.csv", added, ADDED_FIELDS)
-    journal.unlink(missing_ok=True)
+        journal.finish(added)
     write_csv(out / "merge_rejected.csv", rejected, REJECTED_FIELDS)
     reasons: dict[str, int] = {}
     for r in rejected:
@@ -213,42 +214,15 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
                "threshold": threshold, "exact_only": exact_only, "hash_seconds": round(hash_seconds, 2),
                "reference_unreadable": len(hashed.skipped) - sum(img.path in bad for img in candidates)
                + len(ref_skipped)}
+    from data_tools.attribution import find_manifests, write_attribution  # licences of downloaded images
+
+    summary["attribution"] = write_attribution(added, new_dir, dest_root) if find_manifests(new_dir) else None
     write_json(out / "merge_report.json", summary)
     finish_output_dir(out)
     return summary
 
 
-def _read_journal(path: Path) -> dict:
-    """Rows (by source path) that an interrupted run recorded as added; a torn last line is ignored."""
-    if not path.is_file():
-        return {}
-    rows = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if all(row.get(k) for k in ADDED_FIELDS) and len(row["sha256"]) == 64:
-                rows[row["source"]] = row
-    return rows
-
-
 def undo_merge(added_csv, progress: Progress = False) -> dict:
-    """Delete the files a merge added (``merge_added.csv``), each only if its SHA-256 is unchanged."""
-    from ws_dan.io import read_csv_rows
-
-    added_csv = Path(added_csv)
-    if not added_csv.is_file():
-        raise DataToolError(f"{added_csv}: expected the merge_added.csv written by merge_data.py")
-    rows = read_csv_rows(added_csv)
-    if rows and not set(ADDED_FIELDS) <= set(rows[0]):
-        raise DataToolError(f"{added_csv}: not a merge manifest (expected columns {', '.join(ADDED_FIELDS)})")
-    counts = {"removed": 0, "already_gone": 0, "changed": 0}
-    for row in track(rows, total=len(rows), desc="undo", progress=progress):
-        dest = Path(row["dest"])
-        if not dest.exists():
-            counts["already_gone"] += 1
-        elif sha256_file(dest) != row["sha256"]:
-            counts["changed"] += 1
-            LOG.warning("%s: changed since it was added; left in place", dest)
-        else:
-            dest.unlink()
-            counts["removed"] += 1
-    return counts
+    """Delete the files a merge added (``merge_added.csv``): only inside the folder the merge recorded, each only
+    if its SHA-256 is unchanged (``data_tools.manifest.undo_additions``)."""
+    return undo_additions(added_csv, progress=progress)

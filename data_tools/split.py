@@ -10,7 +10,9 @@ per class. :func:`split_dataset` does that for any number of source folders:
 * with ``group_duplicates`` every group of near-duplicates (data_tools.dedupe) is one unit that goes to one
   side, so the test split holds no copy of a training image;
 * files are copied (or hard-linked) into a new folder, the sources are only read; two sources holding the
-  same relative path get distinct names (``name__<source folder>.jpg``), nothing is overwritten or lost;
+  same relative path get distinct names (``name__<source folder>.jpg``), nothing is overwritten or lost; a
+  symlinked image is copied (or hard-linked) as the real file it points to, never as a link;
+* a class folder with no image is named in a warning (and in the report), not dropped silently;
 * ``split_manifest.csv`` lists every file: source path, split, class, path in the output, SHA-256.
 """
 
@@ -19,18 +21,27 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from data_tools.common import (
-    DataToolError, DatasetImage, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir,
-    remove_tree, scan_dataset, sha256_file, split_folders, track, unique_path,
-)
+from data_tools.parallel import Progress, parallel_map, track
 from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
+from ws_dan.io import InputError as DataToolError
+from ws_dan.io import sha256_file
+from ws_dan.layout import DatasetImage, scan_dataset, split_folders, sub_folders
+from ws_dan.outputs import (
+    copy_file,
+    finish_output_dir,
+    output_path,
+    prepare_output_dir,
+    remove_tree,
+    unique_path,
+)
 
-LOG = logging.getLogger("ws_dan.data_tools.split")
+LOG = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ("source", "split", "class", "path", "sha256", "group")
 
@@ -46,11 +57,12 @@ class SplitResult:
     summary: dict = field(default_factory=dict)
 
 
-def collect_sources(sources: Sequence) -> tuple[list[DatasetImage], list[SkippedFile]]:
+def collect_sources(sources: Sequence, empty: Optional[list] = None) -> tuple[list[DatasetImage], list[SkippedFile]]:
     """Images of every source folder with their class. A source is a split folder (``src/<class>/...``) or a
     dataset folder whose sub-folders are all splits (``src/train/<class>/...``), which counts as its splits.
 
-    Images that are not inside a class folder are skipped with the reason.
+    Images that are not inside a class folder are skipped with the reason. Class folders holding no image are
+    appended to ``empty`` (when given).
     """
     if not sources:
         raise DataToolError("no --source folder given; expected one or more folders of class folders")
@@ -64,6 +76,9 @@ def collect_sources(sources: Sequence) -> tuple[list[DatasetImage], list[Skipped
         for folder in split_folders(src) or [src]:
             found, skip = scan_dataset(folder, splits=False)
             skipped += skip
+            if empty is not None:
+                labels = {img.label for img in found}
+                empty += [p for p in sub_folders(folder) if p.name not in labels]
             for img in found:
                 if not img.label:
                     skipped.append(SkippedFile(img.path, "not inside a class folder"))
@@ -145,9 +160,8 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     non-empty ``output_dir`` is refused unless ``overwrite`` (which replaces its train/ and test/ folders) or it
     holds an interrupted run with the same settings, which is then completed.
     """
-    from ws_dan.io import write_csv, write_json
-
     from data_tools import dedupe
+    from ws_dan.io import write_csv, write_json
 
     threshold = dedupe.DEFAULT_THRESHOLD if threshold is None else threshold
     dedupe.check_threshold(threshold)
@@ -157,7 +171,11 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     settings = {"sources": [str(Path(s).resolve()) for s in sources], "test_ratio": test_ratio, "seed": seed,
                 "group_duplicates": group_duplicates, "threshold": threshold if group_duplicates else None,
                 "min_per_class": min_per_class, "check": check, "names": [train_name, test_name]}
-    items, skipped = collect_sources(sources)  # before touching the output: bad sources fail first
+    empty: list[Path] = []
+    items, skipped = collect_sources(sources, empty)  # before touching the output: bad sources fail first
+    for folder in empty:
+        LOG.warning("%s: class folder with no images%s; it has no place in the split", folder,
+                    " (a symlinked folder is not followed)" if folder.is_symlink() else "")
     resuming = prepare_output_dir(out, sources, overwrite=overwrite, tool="split_dataset", settings=settings)
     if resuming:
         LOG.info("%s: completing an interrupted split with the same settings", out)
@@ -216,7 +234,7 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     # 4. Copy. Each file appears complete or not at all; a rerun after Ctrl-C skips what is already there.
     how = {"copied": 0, "linked": 0, "already_there": 0}
     for k in track(order, total=len(order), desc="copying", progress=progress):
-        src, dst = keep[k][0].path, out / dests[k]
+        src, dst = keep[k][0].path, output_path(out, dests[k])
         if resuming and dst.is_file() and dst.stat().st_size == src.stat().st_size:
             how["already_there"] += 1
             continue
@@ -233,6 +251,7 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
         "output_dir": str(out), "sources": [str(s) for s in sources], "seed": seed, "test_ratio": test_ratio,
         "images": len(keep), "train": len(keep) - n_test, "test": n_test, "classes": len(per_class),
         "classes_too_few": [r["class"] for r in per_class if r["note"].startswith("too few")],
+        "empty_class_folders": [str(p) for p in empty],
         "renamed_on_collision": renamed, "skipped": len(skipped), "group_duplicates": group_duplicates,
         "duplicate_groups": len([u for u in units if len(u) > 1]), "label_conflict_groups": label_conflicts,
         "threshold": threshold if group_duplicates else None, **how,

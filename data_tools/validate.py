@@ -9,7 +9,8 @@ Each file is listed with a status:
 * ``ok``: an RGB or grayscale JPEG of reasonable size.
 
 With ``fix``, ``output_dir/fixed/`` receives a copy of the dataset a training run can use as it is: readable
-JPEGs copied unchanged, every other readable image re-encoded to an upright RGB JPEG (``name.jpg``, transparency
+JPEGs copied unchanged (or hard-linked with ``link``: a symlinked JPEG is linked as the real file, never as a
+link), every other readable image re-encoded to an upright RGB JPEG (``name.jpg``, transparency
 over white, as :func:`~ws_dan.images.open_image` decodes it), unreadable files and non-images left out.
 """
 
@@ -21,15 +22,27 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from data_tools.common import (
-    DataToolError, Progress, copy_file, finish_output_dir, parallel_map, prepare_output_dir, save_image,
-    scan_dataset, unique_path,
-)
+from data_tools.parallel import Progress, parallel_map
 from ws_dan.images import (
-    DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImageError, open_image, read_image_info, sniff_format,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    open_image,
+    read_image_info,
+    sniff_format,
+)
+from ws_dan.io import InputError as DataToolError
+from ws_dan.layout import scan_dataset
+from ws_dan.outputs import (
+    copy_file,
+    finish_output_dir,
+    output_path,
+    prepare_output_dir,
+    save_image,
+    unique_path,
 )
 
-LOG = logging.getLogger("ws_dan.data_tools.validate")
+LOG = logging.getLogger(__name__)
 
 #: Modes a JPEG of a photo normally has; anything else is reported (and converted by ``fix``).
 PLAIN_MODES = ("RGB", "L")
@@ -147,7 +160,7 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
             if resuming and (out / dst).is_file():
                 actions["already_there"] = actions.get("already_there", 0) + 1
                 continue
-            jobs.append((c.path, out / dst, c.convertible))
+            jobs.append((c.path, output_path(out, dst), c.convertible))
         for how in parallel_map(partial(_fix_worker, quality=quality, link=link), jobs, workers=workers,
                                 progress=progress, desc="fixing"):
             actions[how] = actions.get(how, 0) + 1

@@ -13,10 +13,7 @@ Writes OUTPUT_DIR/benchmark_dedupe.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -39,11 +36,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from data_tools.common import DataToolError, check_not_nested, default_workers, format_table, scan_dataset
+    from data_tools.common import DataToolError
     from data_tools.dedupe import DEFAULT_THRESHOLD, hash_images
     from data_tools.dedupe_eval import evaluate, evaluate_single_phash, make_altered_copies, time_search
-    from ws_dan.utils import fail, setup_logging
     from ws_dan.io import write_json
+    from ws_dan.layout import scan_dataset
+    from ws_dan.outputs import check_not_nested
+    from ws_dan.tables import format_table
+    from ws_dan.utils import default_workers, fail, setup_logging
 
     log = setup_logging()
     workers = args.workers or default_workers()

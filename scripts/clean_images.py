@@ -18,10 +18,7 @@ move, written before the first one; --undo MANIFEST moves them back, checking ea
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -51,8 +48,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Score (and quarantine, or undo); returns the summary (also in OUTPUT_DIR/clean_report.json)."""
     from data_tools.clean import clean_images, undo_clean
-    from data_tools.common import DataToolError, format_table
+    from data_tools.common import DataToolError
     from ws_dan.checkpoint import CheckpointError
+    from ws_dan.tables import format_table
     from ws_dan.utils import default_workers, fail, setup_logging
 
     setup_logging(verbose=args.verbose)

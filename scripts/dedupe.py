@@ -9,19 +9,16 @@ OUTPUT_DIR receives duplicates.csv (one row per image in a group: group, role ke
 distance to the group's first image, path, split, class, size), label_conflicts.csv (groups whose images sit in
 different class folders), contact_sheet.png, skipped.csv and dedupe_report.json. --action copy-unique copies the
 images to keep into OUTPUT_DIR/unique/; --action quarantine moves the duplicates (leak mode: the leaking query
-images) into OUTPUT_DIR/quarantine/ and writes quarantine_manifest.csv, which --undo reverses byte for byte.
-Nothing is moved or deleted without --action quarantine.
+images) into OUTPUT_DIR/quarantine/ and writes quarantine_manifest.csv (+ quarantine_manifest.roots.json, the
+folders --undo may act in), which --undo reverses byte for byte. Nothing is moved or deleted without --action
+quarantine; a symlinked image moves as the link (its target stays), and a keeper never moves.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-
-from data_tools.common import add_job_flags  # noqa: E402
+from data_tools.common import add_job_flags
 
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
@@ -41,7 +38,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--action", choices=["report", "copy-unique", "quarantine"], default="report",
                    help="report only; copy the images to keep to OUTPUT_DIR/unique; or move the duplicates to "
                         "OUTPUT_DIR/quarantine (undo with --undo)")
-    p.add_argument("--link", action="store_true", help="copy-unique: hard-link instead of copying")
+    p.add_argument("--link", action="store_true",
+                   help="copy-unique: hard-link the real files instead of copying (a copy across filesystems)")
     p.add_argument("--contact-groups", type=int, default=20, help="groups shown in contact_sheet.png (0: none)")
     add_job_flags(p, workers_help="processes for hashing (default: all CPU cores)")
     return p
@@ -49,9 +47,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (also written to OUTPUT_DIR/dedupe_report.json)."""
-    from data_tools.common import DataToolError, format_table
+    from data_tools.common import DataToolError
     from data_tools.dedupe import run_dedupe, undo_quarantine
     from ws_dan.images import UnreadableImageError
+    from ws_dan.tables import format_table
     from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)

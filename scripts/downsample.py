@@ -11,12 +11,8 @@ skipped, size before and after) and downsample_report.json. Rerunning an interru
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-
-from data_tools.common import add_job_flags  # noqa: E402
+from data_tools.common import add_job_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -32,9 +28,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the copy; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
-    from data_tools.common import DataToolError, format_table
+    from data_tools.common import DataToolError
     from data_tools.downsample import downsample_dataset
     from ws_dan.images import UnreadableImageError
+    from ws_dan.tables import format_table
     from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)

@@ -9,19 +9,17 @@ split or of an --also-check folder, duplicates another new image, or sits in a c
 lacks (the run stops and names such classes unless --allow-new-classes). By default OUTPUT_DIR/train/ becomes
 the merged split (existing images copied, or hard-linked with --link) and the training folder is only read;
 --in-place copies the accepted images into the training folder itself (never replacing a file). OUTPUT_DIR
-receives merge_added.csv (what was added, with SHA-256: the undo list), merge_rejected.csv (what was left out and
-why) and merge_report.json.
+receives merge_added.csv (what was added, with SHA-256: the undo list) and merge_added.roots.json (the folder
+--undo may delete from; rows outside it are refused), merge_rejected.csv (what was left out and why) and
+merge_report.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-
-from data_tools.common import add_job_flags  # noqa: E402
+from data_tools.common import add_job_flags
 
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
@@ -49,11 +47,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Merge; returns the summary (also in OUTPUT_DIR/merge_report.json)."""
-    from data_tools.common import DataToolError, format_table
-    from ws_dan.images import UnreadableImageError
+    from data_tools.common import DataToolError
     from data_tools.merge import merge_data, undo_merge
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.images import UnreadableImageError
     from ws_dan.io import read_csv_rows
+    from ws_dan.tables import format_table
+    from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)
     if args.undo:
@@ -61,7 +60,9 @@ def main(args: argparse.Namespace) -> dict:
             counts = undo_merge(args.undo, progress=args.progress)
         except DataToolError as e:
             fail(str(e))
-        print(format_table([[k, v] for k, v in counts.items()], ["undo", "files"]))
+        print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
+        if counts["problems"]:
+            fail(f"{len(counts['problems'])} file(s) left in place; see the warnings above", code=1)
         return counts
     missing = [f for f, v in (("--new-dir", args.new_dir), ("--train-dir", args.train_dir),
                               ("--output-dir", args.output_dir)) if not v]

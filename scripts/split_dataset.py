@@ -12,10 +12,6 @@ duplicate group), split_classes.csv (counts per class), skipped.csv and split_re
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -49,9 +45,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the split; returns the summary (also in OUTPUT_DIR/split_report.json)."""
-    from data_tools.common import DataToolError, format_table
-    from ws_dan.images import UnreadableImageError
+    from data_tools.common import DataToolError
     from data_tools.split import split_dataset
+    from ws_dan.images import UnreadableImageError
+    from ws_dan.tables import format_table
     from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)

@@ -14,10 +14,7 @@ DBPN-RES-MR64-3_4x.pth, DBPNLL_x4.pth...; variant and scale are read from the fi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -45,9 +42,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (enlarged, copied, failed, not_images, seconds, failures, output_dir)."""
-    from ws_dan.images import UnreadableImageError
-    from super_resolution.folder import super_resolve_folder
+    from super_resolution.folder import check_not_output_of, super_resolve_folder
     from super_resolution.weights import SRWeightsError, load_sr_model
+    from ws_dan.images import UnreadableImageError
+    from ws_dan.io import InputError
     from ws_dan.utils import fail, resolve_device, setup_logging
 
     log = setup_logging(None, args.verbose)
@@ -61,8 +59,11 @@ def main(args: argparse.Namespace) -> dict:
     if args.tile < 0 or (args.tile and args.tile <= 2 * args.overlap):
         fail(f"--tile ({args.tile}) must be 0 (no tiling) or larger than twice --overlap ({args.overlap})")
     dst = None if args.in_place else Path(args.output_dir) if args.output_dir else src.parent / f"{src.name}_sr"
-    if dst is not None and dst.resolve() == src.resolve():
-        fail(f"{dst}: the output folder is the input folder; use --in-place to overwrite the originals")
+    if dst is not None:
+        try:  # before the model loads and before anything is written: the README's "never inside its input"
+            check_not_output_of(dst, src)
+        except InputError as e:
+            fail(str(e))
     try:
         device = resolve_device(args.device)
         model, scale = load_sr_model(args.model_path, device, scale=args.scale)
@@ -75,7 +76,9 @@ def main(args: argparse.Namespace) -> dict:
                                        overlap=args.overlap, device=device, in_place=args.in_place,
                                        strict=args.strict, progress=args.progress)
     except UnreadableImageError as e:
-        fail(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip it)")
+        fail(f"{e} (--strict: fix or remove this file, or run without --strict to skip it)")
+    except InputError as e:
+        fail(str(e))
     except OSError as e:
         fail(f"could not write the output: {e}")
     out = summary.as_dict()

@@ -13,12 +13,9 @@ The input folder is never changed.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-
-from data_tools.common import add_job_flags  # noqa: E402
+from data_tools.common import add_job_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -36,10 +33,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Check (and fix); returns the summary (also in OUTPUT_DIR/validation_report.json)."""
-    from data_tools.common import DataToolError, format_table
+    from data_tools.common import DataToolError
     from data_tools.validate import validate_images
-    from ws_dan.utils import fail, setup_logging
     from ws_dan.io import read_csv_rows
+    from ws_dan.tables import format_table
+    from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)
     try:

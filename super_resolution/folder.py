@@ -6,10 +6,14 @@ Rules:
   project's trigger); the other images are copied byte for byte;
 * the tree is mirrored: ``src/a/b.jpg`` -> ``dst/a/b.jpg``, same name and file format (JPEG re-encoded at
   quality 95, PNG lossless...); files that are not images are left out and counted;
-* ``in_place=True`` replaces each enlarged original by its enlargement (larger images stay untouched);
-* every file is written to a temporary file in the destination folder and renamed over the target, so an
-  interruption or a failed write leaves either the old file or the new one, never a half-written file, and
-  no temporary file behind;
+* ``in_place=True`` replaces each enlarged original by its enlargement (larger images stay untouched); a
+  symlinked original is replaced by the enlarged file, its target is never written through;
+* without ``in_place`` the output folder must lie outside the input folder and not contain it (links resolved,
+  ``ws_dan.outputs.check_not_nested``), checked before anything is written; a symlinked folder inside the output
+  is refused rather than written through (``ws_dan.outputs.output_path``);
+* every file is written to a temporary file in the destination folder and renamed over the target
+  (``ws_dan.io.atomic_write``), so an interruption or a failed write leaves either the old file or the new one,
+  never a half-written file, and no temporary file behind;
 * an unreadable image is skipped and counted (``strict=True``: the error is raised instead).
 """
 
@@ -18,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +32,12 @@ import torch.nn as nn
 from PIL import Image
 
 from ws_dan.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
-from ws_dan.io import new_file_mode
+from ws_dan.io import InputError, PathLike, atomic_write
+from ws_dan.outputs import check_not_nested, output_path
 
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, super_resolve_image
 
-from ws_dan.io import PathLike
-log = logging.getLogger("ws_dan")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_AREA = 128 * 256
 
@@ -65,28 +68,35 @@ def needs_enlarging(size: tuple[int, int], max_area: int) -> bool:
     return size[0] * size[1] < max_area
 
 
-def _atomic_replace(target: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it over ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        if target.exists():
-            # keep the original's permission bits on the new file (mkstemp makes it 0600)
-            shutil.copymode(target, tmp)
-        else:
-            os.chmod(tmp, new_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _atomic_replace(target: Path, write: Callable[[object], None]) -> None:
+    """Call ``write(f)`` on a temporary file beside ``target`` (``ws_dan.io.atomic_write``), renamed over it.
+
+    A regular ``target`` keeps its permission bits (an in-place enlargement is the same file to its owner); a
+    symlinked one is replaced by the new file, so the link's target is never written.
+    """
+    mode = None if target.is_symlink() or not target.exists() else target.stat().st_mode & 0o7777
+    with atomic_write(target, "wb") as f:
+        write(f)
+    if mode is not None:
+        os.chmod(target, mode)
 
 
-def save_image(img: Image.Image, path: Path, fmt: str) -> None:
-    """Save ``img`` to ``path`` in the sniffed format ``fmt`` ('jpeg', 'png', ...)."""
+def save_image(img: Image.Image, path, fmt: str) -> None:
+    """Save ``img`` to ``path`` (a path or a binary file) in the sniffed format ``fmt`` ('jpeg', 'png', ...)."""
     pil_format, options = _SAVE.get(fmt, ("PNG", {}))
     img.save(path, format=pil_format, **options)
+
+
+def check_not_output_of(dst: PathLike, src: PathLike) -> None:
+    """Refuse (:class:`~ws_dan.io.InputError`) a mirror folder ``dst`` that is ``src``, inside it or around it."""
+    if Path(dst).resolve() == Path(src).resolve():
+        raise InputError(f"{dst}: the output folder is the input folder; use --in-place to overwrite the originals")
+    check_not_nested(dst, [src])
+
+
+def _copy_into(path: Path, f) -> None:
+    with open(path, "rb") as src:
+        shutil.copyfileobj(src, f)
 
 
 def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Module, scale: int,
@@ -95,8 +105,9 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
                          strict: bool = False, progress: bool = True) -> FolderSummary:
     """Enlarge every image under ``src`` whose area is below ``max_area``; see the module docstring.
 
-    ``dst`` is the mirror folder (ignored and may be None with ``in_place=True``). Refuses to write into
-    ``src`` itself unless ``in_place`` (ValueError).
+    ``dst`` is the mirror folder (ignored and may be None with ``in_place=True``). Refuses, before writing
+    anything, an output folder that is ``src``, lies inside it or contains it, unless ``in_place``
+    (:class:`~ws_dan.io.InputError`, a ValueError).
     """
     from tqdm.auto import tqdm
 
@@ -107,9 +118,7 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
         raise ValueError("an output folder is needed unless in_place=True")
     else:
         dst = Path(dst)
-        if dst.resolve() == src.resolve():
-            raise ValueError(f"{dst}: the output folder is the input folder; pass in_place=True to overwrite "
-                             "the originals")
+        check_not_output_of(dst, src)
     t0 = time.time()
     images, skipped = find_images(src)
     summary = FolderSummary()
@@ -126,23 +135,19 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
             summary.not_images += 1
     if summary.not_images:
         log.info("%d file(s) under %s are not images and are not copied", summary.not_images, src)
-    if not in_place:
-        # An output folder inside the input folder: skip images already in it (a rerun must not enlarge twice).
-        out_root = dst.resolve()
-        images = [p for p in images if out_root not in p.resolve().parents]
     for path in tqdm(images, desc="super-resolve", unit="img", disable=not progress):
         rel = path.relative_to(src)
-        target = dst / rel
         try:
+            target = path if in_place else output_path(dst, rel)
             img = open_image(path)
             if not needs_enlarging(img.size, max_area):
                 if not in_place:
-                    _atomic_replace(target, lambda tmp: shutil.copyfile(path, tmp))
+                    _atomic_replace(target, lambda f, src=path: _copy_into(src, f))
                 summary.copied += 1
                 continue
             big = super_resolve_image(model, img, scale, tile=tile, overlap=overlap, device=device)
             fmt = sniff_format(path) or "png"
-            _atomic_replace(target, lambda tmp: save_image(big, tmp, fmt))
+            _atomic_replace(target, lambda f, im=big, fm=fmt: save_image(im, f, fm))
             summary.enlarged += 1
         except UnreadableImageError as e:
             if strict:
@@ -150,6 +155,12 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
             summary.failed += 1
             summary.failures.append((str(rel), e.reason))
             log.warning("skipped %s: %s", path, e.reason)
+        except InputError as e:  # a symlinked folder inside the output: refused, nothing written there
+            if strict:
+                raise
+            summary.failed += 1
+            summary.failures.append((str(rel), str(e)))
+            log.warning("not written: %s", e)
         except OSError as e:  # a failed write (disk full, permissions): the original is intact
             if strict:
                 raise

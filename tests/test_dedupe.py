@@ -8,13 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script, shared
 from PIL import Image, ImageEnhance
 
-from conftest import run_script, shared
-from data_tools import dedupe
 from data_tools.dedupe import (
-    DEFAULT_THRESHOLD, connected_groups, distance, find_duplicates, find_pairs, hash_file, hash_images,
-    pair_distances, undo_quarantine,
+    DEFAULT_THRESHOLD,
+    connected_groups,
+    distance,
+    find_duplicates,
+    find_pairs,
+    hash_file,
+    hash_images,
+    pair_distances,
+    undo_quarantine,
 )
 from data_tools.dedupe_eval import ALTERATIONS, make_altered_copies, synthetic_hashes
 
@@ -242,7 +248,9 @@ def test_quarantine_and_undo_restore_the_tree_byte_for_byte(dup_tree, tmp_path):
 
 def test_interrupted_quarantine_can_be_undone(dup_tree, tmp_path, monkeypatch):
     before = tree_snapshot(dup_tree)
-    real_move = dedupe.move_file
+    from data_tools import manifest
+
+    real_move = manifest.move_file
     calls = []
 
     def move_then_interrupt(src, dst):
@@ -251,12 +259,12 @@ def test_interrupted_quarantine_can_be_undone(dup_tree, tmp_path, monkeypatch):
         calls.append(src)
         real_move(src, dst)
 
-    monkeypatch.setattr(dedupe, "move_file", move_then_interrupt)
+    monkeypatch.setattr(manifest, "move_file", move_then_interrupt)
     with pytest.raises(SystemExit) as info:
         run_script("dedupe", ["--dd", str(dup_tree), "--od", str(tmp_path / "q"), "--action", "quarantine",
                               "-j", "1", "--no-progress"])
     assert info.value.code == 130 and len(calls) == 1
-    monkeypatch.setattr(dedupe, "move_file", real_move)
+    monkeypatch.setattr(manifest, "move_file", real_move)
     counts = undo_quarantine(tmp_path / "q" / "quarantine_manifest.csv")
     assert counts["restored"] == 1 and counts["already_in_place"] == 2
     assert tree_snapshot(dup_tree) == before

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -347,7 +349,7 @@ def test_in_place_replaces_atomically_and_survives_a_failure(photo_tree, sr_ckpt
     def failing_save(img, path, fmt):
         calls.append(path)
         if len(calls) == 2:  # the second enlargement dies half-way through writing its file
-            path.write_bytes(b"\x89PNG\r\n\x1a\n half a file")
+            path.write(b"\x89PNG\r\n\x1a\n half a file")  # the temporary file atomic_write opened
             raise KeyboardInterrupt
         real_save(img, path, fmt)
 
@@ -434,3 +436,17 @@ def test_eval_sr_with_the_release_lr_inputs(tmp_path):
     res = run_script("eval_sr", ["--hr-dir", str(shared("sr", "Set5")), "--lr-dir", str(shared("sr", "Set5_LR_x4")),
                                  "--scale", "4", "--output-dir", str(tmp_path), "--strip-images", "0"])
     assert res["images"] == 5 and abs(res["mean"]["bicubic_psnr"] - 28.42) < 0.15
+
+
+def test_in_place_keeps_the_mode_and_replaces_a_symlink_not_its_target(photo_tree, sr_ckpt, tmp_path):
+    small = photo_tree / "a" / "small.png"
+    other = tmp_path / "other_dataset"
+    other.mkdir()
+    shutil.copy(small, other / "shared.png")
+    before = (other / "shared.png").read_bytes()
+    os.symlink(other / "shared.png", photo_tree / "linked.png")
+    os.chmod(small, 0o640)
+    run_script("super_resolve", ["--data_dir", str(photo_tree), "--model_path", str(sr_ckpt), "--in-place", *SR_FLAGS])
+    assert (other / "shared.png").read_bytes() == before  # another dataset's file is never written through a link
+    assert not (photo_tree / "linked.png").is_symlink() and (photo_tree / "linked.png").is_file()
+    assert os.stat(small).st_mode & 0o777 == 0o640

@@ -1,4 +1,5 @@
-"""File I/O every part of the toolkit shares: the one atomic writer, and CSV / JSON on top of it.
+"""File I/O every part of the toolkit shares: the one atomic writer, CSV / JSON on top of it, file digests, and
+the error for bad input.
 
 Standard library only, so that data-tool worker processes importing it start fast.
 """
@@ -7,14 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Optional, Union
 
 #: What every public function here takes for a path.
 PathLike = Union[str, os.PathLike]
+
+
+class InputError(ValueError):
+    """A problem with the user's input or folders; the message names the path (or value) and what was expected.
+
+    Scripts turn it into one ``error:`` line (``ws_dan.utils.fail``). ``data_tools.common.DataToolError`` is this
+    class under its older name, so an error raised by a base-layer helper (the output-folder rules, the dataset
+    scanner) is caught wherever a data tool's error is.
+    """
 
 
 def new_file_mode() -> int:
@@ -61,3 +73,12 @@ def write_csv(path: PathLike, rows: Sequence[dict], fieldnames: Optional[Sequenc
 def read_csv_rows(path: PathLike) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (a symlink is followed: the digest is of what it points to)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

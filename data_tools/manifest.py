@@ -1,0 +1,308 @@
+"""The one manifest / undo module: the moves (quarantine) and additions (in-place merge) a data tool makes in a
+user's folders are recorded before they happen, and undone only inside the folders the tool recorded.
+
+A manifest is a CSV (one row per file) plus a sidecar ``<manifest stem>.roots.json``, written atomically before
+the first change, naming the folders the tool may act in: ``original`` (the data folders files were moved out
+of), ``quarantine`` (where they went) or ``added`` (the folder files were added to). Undo trusts nothing else:
+
+* a row whose paths fall outside those roots (an absolute path elsewhere, ``..``, a symlinked folder leading
+  out) is refused with one line naming it; nothing of it is touched;
+* a file is moved back only when its content is the recorded SHA-256 (a symlink: the recorded link text), and
+  never over an existing file (``ws_dan.outputs.move_file``); undo restores byte for byte;
+* undoing an addition deletes only a regular file inside ``added`` whose SHA-256 is the recorded one;
+* a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.io.InputError` line.
+
+Quarantine moves the path it reports (a symlink moves as a link, its target stays), never a file outside the
+data folders, and never a file an image that stays links to (the kept copy of a duplicate group must survive).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from data_tools.parallel import Progress, track
+from ws_dan.io import InputError, PathLike, read_csv_rows, sha256_file, write_csv, write_json
+from ws_dan.outputs import is_within, move_file, output_path, real_path, unique_path
+
+LOG = logging.getLogger(__name__)
+
+#: Columns of a quarantine manifest (dedupe and clean); ``link`` holds a moved symlink's text ("" for a file).
+MOVE_FIELDS = ("original", "quarantined", "sha256", "bytes", "group", "link")
+#: Columns undo needs (manifests of earlier versions have no ``link``: all their rows are files).
+MOVE_REQUIRED = ("original", "quarantined", "sha256")
+#: Columns of an addition list (merge_added.csv).
+ADDED_FIELDS = ("source", "dest", "class", "sha256")
+
+
+def roots_path(manifest_path: PathLike) -> Path:
+    """The sidecar naming the folders a manifest may act in: ``<stem>.roots.json`` beside it."""
+    manifest_path = Path(manifest_path)
+    return manifest_path.with_name(f"{manifest_path.stem}.roots.json")
+
+
+def write_roots(manifest_path: PathLike, tool: str, roots: dict[str, Sequence[PathLike]]) -> None:
+    """Record (atomically) the folders ``manifest_path`` may act in, merged with those an earlier run recorded."""
+    side = roots_path(manifest_path)
+    merged = {k: [str(real_path(p)) for p in v] for k, v in roots.items()}
+    try:
+        old = json.loads(side.read_text(encoding="utf-8")).get("roots", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    for key, paths in old.items() if isinstance(old, dict) else ():
+        if isinstance(paths, list):
+            merged[key] = list(dict.fromkeys(merged.get(key, []) + [str(p) for p in paths]))
+    write_json(side, {"tool": tool, "manifest": Path(manifest_path).name, "roots": merged})
+
+
+def read_roots(manifest_path: PathLike, what: str) -> dict[str, list[Path]]:
+    """The recorded roots of ``manifest_path``; :class:`InputError` when there is no readable record."""
+    side = roots_path(manifest_path)
+    try:
+        roots = json.loads(side.read_text(encoding="utf-8"))["roots"]
+        return {str(k): [Path(p) for p in v] for k, v in roots.items()}
+    except FileNotFoundError:
+        raise InputError(f"{manifest_path}: no {side.name} beside it (the folders the tool recorded when it wrote "
+                         f"this {what}); undo acts only inside recorded folders") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{side}: expected the JSON record of the folders {manifest_path} may act in") from None
+
+
+def read_manifest(path: PathLike, required: Sequence[str], what: str) -> list[dict]:
+    """The rows of a manifest CSV; one :class:`InputError` line for a missing, binary, non-UTF-8 or wrong file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: expected {what}, found "
+                         f"{'nothing (the path does not exist)' if not os.path.lexists(path) else 'no file'}")
+    try:
+        rows = read_csv_rows(path)
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: expected {what} (UTF-8 CSV text), found binary or non-UTF-8 data") from None
+    except csv.Error as e:
+        raise InputError(f"{path}: expected {what}, found a file that is not CSV ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(f"{path}: not {what} (missing column(s) {', '.join(missing)}; expected "
+                         f"{', '.join(required)})")
+    return rows
+
+
+def _inside(path: Path, roots: Iterable[Path]) -> bool:
+    # Every folder on the way resolved (a symlinked folder cannot lead out); the last part is the entry itself.
+    if not path.is_absolute() or ".." in path.parts:
+        return False
+    real = real_path(path.parent) / path.name
+    return any(is_within(real, real_path(r)) for r in roots)
+
+
+def _is_same(path: Path, row: dict) -> bool:
+    """Whether ``path`` holds what ``row`` recorded: the same link text, or a regular file with that SHA-256."""
+    link = row.get("link") or ""
+    if link:
+        return path.is_symlink() and os.readlink(path) == link
+    try:
+        return not path.is_symlink() and path.is_file() and sha256_file(path) == row["sha256"]
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Quarantine: moves out of the data folders, and back
+
+
+def quarantine_files(moves: Sequence[tuple[PathLike, PathLike, dict]], data_roots: Sequence[PathLike],
+                     quarantine_dir: PathLike, manifest_path: PathLike, fields: Sequence[str] = MOVE_FIELDS,
+                     keep: Iterable[PathLike] = (), tool: str = "", progress: Progress = False) -> dict:
+    """Move each ``(path, path relative to quarantine_dir, extra columns)`` of ``moves`` into ``quarantine_dir``.
+
+    The roots and the manifest (absolute paths, SHA-256, size, link text) are written before anything moves, and
+    rows of an earlier run are kept, so :func:`undo_moves` can restore everything even after a crash half-way.
+    Never replaces a file. Left where they are (and counted): a path outside ``data_roots``, and a regular file
+    that a path of ``keep`` (the images that stay) resolves to. Returns the counts and paths.
+    """
+    qdir = Path(os.path.abspath(quarantine_dir))
+    manifest_path = Path(manifest_path)
+    data_roots = [Path(os.path.abspath(r)) for r in data_roots]
+    kept_targets = {real_path(k) for k in keep}
+    old_rows = read_manifest(manifest_path, MOVE_REQUIRED, "a quarantine manifest") if manifest_path.is_file() else []
+    # Rows of an interrupted run whose file never moved are planned again below; drop the stale ones.
+    old_rows = [r for r in old_rows
+                if os.path.lexists(r["quarantined"]) or not os.path.lexists(r["original"])]
+    taken = {str(Path(r["quarantined"])).lower() for r in old_rows}
+    plan, refused = [], []
+    for src, rel, extra in moves:
+        src = Path(os.path.abspath(src))  # not resolved: a symlink is moved as the link
+        if not _inside(src, data_roots):
+            refused.append(f"{src}: outside the data folder(s) {', '.join(map(str, data_roots))}; not moved")
+            continue
+        if not src.is_symlink() and real_path(src) in kept_targets:
+            refused.append(f"{src}: an image that stays links to it; not moved")
+            continue
+        dst = unique_path(qdir / rel, taken)
+        while os.path.lexists(dst):  # left from an earlier run that the manifest does not know about
+            dst = unique_path(dst, taken, tag="q")
+        link = os.readlink(src) if src.is_symlink() else ""
+        plan.append({**extra, "original": str(src), "quarantined": str(dst), "sha256": sha256_file(src),
+                     "bytes": src.stat().st_size, "link": link})
+    for line in refused:
+        LOG.warning(line)
+    write_roots(manifest_path, tool, {"original": data_roots, "quarantine": [qdir]})
+    write_csv(manifest_path, old_rows + plan, list(fields))
+    moved = 0
+    for row in track(plan, total=len(plan), desc="quarantine", progress=progress):
+        dst = output_path(qdir, Path(row["quarantined"]).relative_to(qdir))
+        move_file(row["original"], dst)
+        moved += 1
+    return {"moved": moved, "not_moved": len(refused), "manifest": str(manifest_path), "quarantine_dir": str(qdir)}
+
+
+def undo_moves(manifest_path: PathLike, progress: Progress = False) -> dict:
+    """Move every quarantined file of ``manifest_path`` back to where it was (see the module docstring).
+
+    Safe to run twice and after an interrupted quarantine: a file already back in place is counted, not moved;
+    a quarantined file whose content changed, or whose original place is taken, is left where it is; a row
+    outside the recorded roots is refused. Each such row gets one warning line, also returned in ``problems``.
+    """
+    what = "a quarantine manifest CSV written by dedupe.py or clean_images.py"
+    rows = read_manifest(manifest_path, MOVE_REQUIRED, what)
+    roots = read_roots(manifest_path, "quarantine manifest")
+    counts = {"restored": 0, "already_in_place": 0, "missing": 0, "changed": 0, "blocked": 0, "refused": 0}
+    problems = []
+    for n, row in track(list(reversed(list(enumerate(rows, 2)))), total=len(rows), desc="undo", progress=progress):
+        if not all(row.get(k) for k in MOVE_REQUIRED):
+            counts["refused"] += 1
+            problems.append(f"{manifest_path}: line {n}: missing original, quarantined or sha256; row refused")
+            continue
+        original, moved = Path(row["original"]), Path(row["quarantined"])
+        if not _inside(original, roots.get("original", [])) or not _inside(moved, roots.get("quarantine", [])):
+            counts["refused"] += 1
+            problems.append(f"{manifest_path}: line {n}: {moved} -> {original}: outside the quarantine and data "
+                            f"folders the manifest recorded; row refused")
+            continue
+        if os.path.lexists(original):
+            if _is_same(original, row):
+                counts["already_in_place"] += 1
+            else:
+                counts["blocked"] += 1
+                problems.append(f"{original}: another file is in the way; {moved} left in quarantine")
+            continue
+        if not os.path.lexists(moved):
+            counts["missing"] += 1
+            problems.append(f"{moved}: missing from the quarantine folder (and not back at {original})")
+            continue
+        if not _is_same(moved, row):
+            counts["changed"] += 1
+            problems.append(f"{moved}: content changed since it was quarantined; left where it is")
+            continue
+        try:
+            move_file(moved, original)
+        except FileExistsError:  # appeared since the check above
+            counts["blocked"] += 1
+            problems.append(f"{original}: another file is in the way; {moved} left in quarantine")
+            continue
+        counts["restored"] += 1
+    for p in problems:
+        LOG.warning(p)
+    return {**counts, "problems": problems}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Additions: files a tool copied into a user's folder, and their removal
+
+
+class AdditionJournal:
+    """The list of files added to ``added_root``, one CSV line appended (and flushed) per file as it lands.
+
+    An interrupted run thus leaves a complete undo list. :meth:`finish` replaces the journal by the final list
+    ``added_csv``. The roots sidecar of ``added_csv`` is written when the journal is made, before any addition;
+    the journal file itself is opened at the first addition.
+    """
+
+    def __init__(self, journal_path: PathLike, added_csv: PathLike, added_root: PathLike, tool: str,
+                 resume: bool = False):
+        self.path, self.added_csv, self.root = Path(journal_path), Path(added_csv), Path(added_root)
+        self.previous = read_journal(self.path) if resume else {}
+        if not resume:
+            self.path.unlink(missing_ok=True)
+        write_roots(self.added_csv, tool, {"added": [self.root]})
+        self._file = None
+        self._writer = None
+
+    def add(self, row: dict) -> None:
+        """Record one added file (its row has :data:`ADDED_FIELDS`) as soon as it is in place."""
+        if self._file is None:
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._file, fieldnames=ADDED_FIELDS)
+            if self._file.tell() == 0:
+                self._writer.writeheader()
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self, rows: Sequence[dict]) -> None:
+        """Write the final list (atomically) and remove the journal."""
+        self.close()
+        write_csv(self.added_csv, rows, ADDED_FIELDS)
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> AdditionJournal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_journal(path: PathLike) -> dict:
+    """Rows (by source path) that an interrupted run recorded as added; a torn last line is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    rows = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if all(row.get(k) for k in ADDED_FIELDS) and len(row["sha256"]) == 64:
+                    rows[row["source"]] = row
+    except (UnicodeDecodeError, csv.Error):
+        pass  # a torn or damaged line: what was read before it stands
+    return rows
+
+
+def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
+    """Delete the files a merge added (``merge_added.csv``): only regular files inside the recorded folder whose
+    SHA-256 is the recorded one. Rows outside it are refused, one warning line each."""
+    rows = read_manifest(added_csv, ADDED_FIELDS, "the merge_added.csv written by merge_data.py")
+    roots = read_roots(added_csv, "addition list").get("added", [])
+    counts = {"removed": 0, "already_gone": 0, "changed": 0, "refused": 0}
+    problems = []
+    for n, row in track(list(enumerate(rows, 2)), total=len(rows), desc="undo", progress=progress):
+        dest = Path(row.get("dest") or "")
+        if not row.get("dest") or not row.get("sha256") or not _inside(dest, roots):
+            counts["refused"] += 1
+            problems.append(f"{row.get('dest') or f'{added_csv}: line {n}'}: not a file the merge added inside "
+                            f"{', '.join(map(str, roots))}; row refused")
+            continue
+        if not os.path.lexists(dest):
+            counts["already_gone"] += 1
+        elif not _is_same(dest, {"sha256": row["sha256"]}):
+            counts["changed"] += 1
+            problems.append(f"{dest}: changed since it was added (or not a plain file); left in place")
+        else:
+            dest.unlink()
+            counts["removed"] += 1
+    for p in problems:
+        LOG.warning(p)
+    return {**counts, "problems": problems}
+

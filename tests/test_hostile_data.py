@@ -1,0 +1,376 @@
+"""The data tools' promise, against hostile folders and files (issue 12), parametrised over the tools it binds.
+
+A user's files are never moved, deleted or overwritten unless a flag asked for exactly that, and then an undo
+restores them byte for byte; no tool writes outside its output root or reads its own outputs, whatever links the
+folders hold. Cases: symlinked files (relative, into another dataset) and folders, hard-link pairs, hand-written
+undo manifests, outputs overlapping inputs, interrupted writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_script
+from test_dedupe import photo
+
+from data_tools.clean import quarantine_images, undo_clean
+from ws_dan.io import InputError, sha256_file
+from ws_dan.layout import scan_dataset
+from ws_dan.outputs import copy_file, move_file, output_path
+
+FLAGS = ["-j", "1", "--no-progress"]
+
+
+def snapshot(root: Path) -> dict:
+    """Every entry under ``root``: a link -> ("link", its text); a file -> ("file", sha256)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            key = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[key] = ("link", os.readlink(p))
+            elif p.is_file():
+                out[key] = ("file", sha256_file(p))
+    return out
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """``data/`` whose duplicates are links and hard links, one pointing into another dataset ``other/``.
+
+    data/A/a.png            a photo (the keeper of its group)
+    data/A/a_link.png    -> a.png (relative)
+    data/B/x_link.png    -> ../../other/x.png (another dataset's file)
+    data/B/x_copy.png       a copy of other/x.png
+    data/C/h1.png, h2.png   one file under two names (a hard-link pair)
+    data/C/y1.png, y2.png-> ../../other/y.png both (two links to the same file)
+    data/D/solo.png         unrelated
+    """
+    data, other = tmp_path / "data", tmp_path / "other"
+    for d in ("A", "B", "C", "D"):
+        (data / d).mkdir(parents=True)
+    other.mkdir()
+    photo(1).save(data / "A" / "a.png")
+    os.symlink("a.png", data / "A" / "a_link.png")
+    photo(2).save(other / "x.png")
+    os.symlink("../../other/x.png", data / "B" / "x_link.png")
+    shutil.copy(other / "x.png", data / "B" / "x_copy.png")
+    photo(3).save(data / "C" / "h1.png")
+    os.link(data / "C" / "h1.png", data / "C" / "h2.png")
+    photo(4).save(other / "y.png")
+    os.symlink("../../other/y.png", data / "C" / "y1.png")
+    os.symlink("../../other/y.png", data / "C" / "y2.png")
+    photo(5).save(data / "D" / "solo.png")
+    return data, other
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. quarantine moves the path it reports (the link itself), never a target, never a keeper
+
+
+def test_dedupe_quarantine_moves_links_not_targets_and_undo_restores_them(linked, tmp_path):
+    data, other = linked
+    before, other_before = snapshot(data), snapshot(other)
+    out = tmp_path / "q"
+    s = run_script("dedupe", ["--dd", str(data), "--od", str(out), "--action", "quarantine", "--exact-only",
+                              *FLAGS])
+    assert s["groups"] == 4 and s["quarantine"]["moved"] == 4
+    assert snapshot(other) == other_before  # the other dataset's files never move
+    after = snapshot(data)
+    # every group keeps one readable copy; the keeper is the real file, not a link to it
+    assert after["A/a.png"] == before["A/a.png"] and "A/a_link.png" not in after
+    assert after["B/x_copy.png"] == before["B/x_copy.png"] and "B/x_link.png" not in after
+    assert len([k for k in ("C/h1.png", "C/h2.png") if k in after]) == 1
+    assert len([k for k in ("C/y1.png", "C/y2.png") if k in after]) == 1
+    for img in scan_dataset(data)[0]:
+        assert img.path.is_file()  # nothing left dangling
+    moved = {Path(r["original"]).name: r for r in csv.DictReader(open(out / "quarantine_manifest.csv"))}
+    assert Path(moved["a_link.png"]["quarantined"]).is_symlink()  # moved as the link
+    assert os.readlink(moved["a_link.png"]["quarantined"]) == "a.png" == moved["a_link.png"]["link"]
+    counts = run_script("dedupe", ["--undo", str(out / "quarantine_manifest.csv"), "--no-progress"])
+    assert counts["restored"] == 4 and not counts["problems"]
+    assert snapshot(data) == before and snapshot(other) == other_before
+
+
+def test_clean_quarantine_moves_links_and_never_a_file_a_kept_image_links_to(linked, tmp_path):
+    data, other = linked
+    before, other_before = snapshot(data), snapshot(other)
+    images = {img.path.name: img for img in scan_dataset(data, splits=False)[0]}
+    plan = [(images["x_link.png"], 0.9), (images["a.png"], 0.8)]  # a.png: a kept image (a_link.png) links to it
+    q, manifest = tmp_path / "q", tmp_path / "out" / "quarantine_manifest.csv"
+    s = quarantine_images(plan, q, manifest, data_dir=data,
+                          keep=[img.path for n, img in images.items() if n not in ("x_link.png", "a.png")])
+    assert s["moved"] == 1 and s["not_moved"] == 1
+    assert (data / "A" / "a.png").is_file() and (data / "A" / "a_link.png").is_file()
+    assert snapshot(other) == other_before
+    assert (q / "B" / "unwanted" / "x_link.png").is_symlink()
+    assert undo_clean(manifest)["restored"] == 1
+    assert snapshot(data) == before
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. undo trusts only the folders the tool recorded
+
+
+@pytest.fixture
+def manifests(tmp_path):
+    """A real quarantine (dedupe) and a real in-place merge, each with its manifest and recorded roots."""
+    data = tmp_path / "data"
+    (data / "A").mkdir(parents=True)
+    photo(1).save(data / "A" / "a.png")
+    shutil.copy(data / "A" / "a.png", data / "A" / "a_copy.png")
+    run_script("dedupe", ["--dd", str(data), "--od", str(tmp_path / "dd"), "--action", "quarantine", *FLAGS])
+    train, new = tmp_path / "train", tmp_path / "new"
+    (train / "A").mkdir(parents=True)
+    (new / "A").mkdir(parents=True)
+    photo(2).save(train / "A" / "t.png")
+    photo(3).save(new / "A" / "n.png")
+    run_script("merge_data", ["--new-dir", str(new), "--train-dir", str(train), "--od", str(tmp_path / "m"),
+                              "--in-place", *FLAGS])
+    return {"dedupe": tmp_path / "dd" / "quarantine_manifest.csv", "clean": tmp_path / "dd" / "quarantine_manifest.csv",
+            "merge": tmp_path / "m" / "merge_added.csv"}
+
+
+def _undo(tool: str, manifest: Path):
+    script = {"dedupe": "dedupe", "clean": "clean_images", "merge": "merge_data"}[tool]
+    return run_script(script, ["--undo", str(manifest), "--no-progress"])
+
+
+def _craft(tool: str, manifest: Path, victim: Path, elsewhere: Path) -> None:
+    """Append a hand-written row that would move ``victim`` to ``elsewhere`` (or delete it, for merge)."""
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    fields = list(rows[0])
+    if tool == "merge":
+        rows.append({**rows[0], "dest": str(victim), "sha256": sha256_file(victim)})
+    else:
+        rows.append({**rows[0], "original": str(elsewhere), "quarantined": str(victim),
+                     "sha256": sha256_file(victim), "link": ""})
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.parametrize("tool", ["dedupe", "clean", "merge"])
+@pytest.mark.parametrize("where", ["absolute", "dotdot"])
+def test_undo_refuses_rows_outside_the_recorded_folders(manifests, tmp_path, capsys, caplog, tool, where):
+    victim_dir = tmp_path / "precious"
+    victim_dir.mkdir()
+    photo(9).save(victim_dir / "keep_me.png")
+    victim = victim_dir / "keep_me.png"
+    digest = sha256_file(victim)
+    manifest = manifests[tool]
+    if where == "dotdot":  # looks inside the recorded folder, leads out of it
+        if tool == "merge":
+            victim = tmp_path / "train" / ".." / "precious" / "keep_me.png"
+        else:
+            victim = manifest.parent / "quarantine" / ".." / ".." / "precious" / "keep_me.png"
+    _craft(tool, manifest, victim, tmp_path / "data" / "A" / "stolen.png" if where == "dotdot"
+           else tmp_path / "elsewhere" / "stolen.png")
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as info:
+        _undo(tool, manifest)
+    assert info.value.code == 1
+    assert sha256_file(victim_dir / "keep_me.png") == digest  # neither moved nor deleted
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "data" / "A" / "stolen.png").exists()
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and "keep_me.png" in refused[0]
+    # the genuine rows were undone all the same
+    if tool == "merge":
+        assert not (tmp_path / "train" / "A" / "n.png").exists() and (tmp_path / "train" / "A" / "t.png").is_file()
+    else:
+        assert (tmp_path / "data" / "A" / "a_copy.png").is_file() or (tmp_path / "data" / "A" / "a.png").is_file()
+        assert sorted(p.name for p in (tmp_path / "data" / "A").iterdir()) == ["a.png", "a_copy.png"]
+
+
+@pytest.mark.parametrize("tool", ["dedupe", "clean", "merge"])
+@pytest.mark.parametrize("case", ["binary", "latin1", "missing_columns", "no_roots", "missing"])
+def test_undo_of_a_bad_manifest_is_one_line(manifests, tmp_path, capsys, tool, case):
+    manifest = manifests[tool]
+    if case == "binary":
+        manifest.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe")
+    elif case == "latin1":
+        manifest.write_bytes("original,quarantined,sha256,dest,source,class\ncaf\xe9,b,c,d,e,f\n".encode("latin-1"))
+    elif case == "missing_columns":
+        manifest.write_text("path,sha256\nx,y\n")
+    elif case == "no_roots":
+        manifest.with_name(manifest.stem + ".roots.json").unlink()
+    else:
+        manifest = tmp_path / "nope.csv"
+    with pytest.raises(SystemExit) as info:
+        _undo(tool, manifest)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(manifest.name) in err
+
+
+def test_undo_never_overwrites_a_file_at_the_restore_destination(manifests, tmp_path):
+    manifest = manifests["dedupe"]
+    row = next(csv.DictReader(open(manifest, newline="")))
+    Path(row["original"]).write_bytes(b"a new file the user put there")
+    with pytest.raises(SystemExit) as info:
+        _undo("dedupe", manifest)
+    assert info.value.code == 1
+    assert Path(row["original"]).read_bytes() == b"a new file the user put there"
+    assert sha256_file(row["quarantined"]) == row["sha256"]  # still safe in quarantine
+    with pytest.raises(FileExistsError):
+        move_file(row["quarantined"], row["original"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. --link links (or copies) the real file, never a link that dangles
+
+
+@pytest.fixture
+def relative_links(tmp_path):
+    """``src/<class>/`` of 8 relative symlinks into ``store/`` (how splits are often built)."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    for k in range(8):
+        cls = "AB"[k % 2]
+        (store / cls).mkdir(parents=True, exist_ok=True)
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        photo(20 + k, (64, 48)).save(store / cls / f"{k}.jpg", quality=90)
+        os.symlink(f"../../store/{cls}/{k}.jpg", src / cls / f"{k}.jpg")
+    return src, store
+
+
+@pytest.mark.parametrize("tool", ["split_dataset", "validate_images", "dedupe"])
+def test_link_flag_hard_links_the_real_files(relative_links, tmp_path, capsys, tool):
+    src, store = relative_links
+    out = tmp_path / "out"
+    argv = {"split_dataset": ["--source", str(src), "--od", str(out), "--link", *FLAGS],
+            "validate_images": ["--dd", str(src), "--od", str(out), "--fix", "--link", *FLAGS],
+            "dedupe": ["--dd", str(src), "--od", str(out), "--action", "copy-unique", "--link", "--exact-only",
+                       *FLAGS]}[tool]
+    s = run_script(tool, argv)
+    written = [p for p in out.rglob("*.jpg")]
+    assert len(written) == 8
+    for p in written:
+        assert not p.is_symlink() and p.is_file()
+        assert os.stat(p).st_ino == os.stat(store / p.parent.name / p.name).st_ino  # a hard link of the real file
+    counts = {"split_dataset": s, "validate_images": s.get("fixed", {}), "dedupe": s.get("copy", {})}[tool]
+    assert counts["linked"] == 8 and counts.get("copied", 0) == 0
+    assert all(p.is_symlink() for p in src.rglob("*.jpg"))  # the sources are untouched
+
+
+def test_copy_file_of_a_link_copies_the_target_and_refuses_a_dangling_one(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "real.bin").write_bytes(b"data")
+    os.symlink("real.bin", tmp_path / "a" / "l.bin")
+    assert copy_file(tmp_path / "a" / "l.bin", tmp_path / "b" / "l.bin") == "copied"
+    assert not (tmp_path / "b" / "l.bin").is_symlink() and (tmp_path / "b" / "l.bin").read_bytes() == b"data"
+    os.symlink("nothing.bin", tmp_path / "a" / "dangling.bin")
+    with pytest.raises(FileNotFoundError):
+        copy_file(tmp_path / "a" / "dangling.bin", tmp_path / "b" / "d.bin", link=True)
+    assert not list((tmp_path / "b").glob(".*"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# outputs overlapping inputs; links inside the output
+
+
+def test_super_resolve_refuses_an_output_inside_its_input_before_anything(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    photo(1, (40, 30)).save(data / "x.png")
+    for od in (data / "out", tmp_path):
+        with pytest.raises(SystemExit) as info:
+            run_script("super_resolve", ["--data_dir", str(data), "--model_path", str(tmp_path / "no_model.pth"),
+                                         "--output-dir", str(od), "--no-progress"])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and err.count("\n") == 1 and ("inside the input" in err or "contains" in err)
+    assert sorted(p.name for p in data.iterdir()) == ["x.png"]
+
+
+def test_super_resolve_folder_refuses_nested_output(tmp_path):
+    import torch
+
+    from super_resolution.folder import super_resolve_folder
+
+    data = tmp_path / "data"
+    data.mkdir()
+    photo(1, (40, 30)).save(data / "x.png")
+    os.symlink(data, tmp_path / "alias")
+    with pytest.raises(InputError, match="inside the input"):
+        super_resolve_folder(data, tmp_path / "alias" / "sr", torch.nn.Identity(), 2, progress=False)
+    assert sorted(p.name for p in data.iterdir()) == ["x.png"]
+
+
+@pytest.mark.parametrize("tool", ["downsample", "validate_images", "split_dataset", "dedupe"])
+def test_a_symlinked_folder_in_the_output_is_not_written_through(tmp_path, capsys, tool):
+    data, victim = tmp_path / "data", tmp_path / "victim"
+    (data / "A").mkdir(parents=True)
+    photo(1, (300, 200)).save(data / "A" / "x.jpg")
+    photo(2, (300, 200)).save(data / "A" / "y.jpg")
+    victim.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    sub = {"downsample": out, "validate_images": out / "fixed", "split_dataset": out / "train",
+           "dedupe": out / "unique"}[tool]
+    sub.mkdir(exist_ok=True)
+    os.symlink(victim, sub / "A")
+    argv = {"downsample": ["--dd", str(data), "--od", str(out), "--overwrite"],
+            "validate_images": ["--dd", str(data), "--od", str(out), "--fix", "--overwrite"],
+            "split_dataset": ["--source", str(data), "--od", str(out), "--test-ratio", "0.5", "--overwrite"],
+            "dedupe": ["--dd", str(data), "--od", str(out), "--action", "copy-unique", "--overwrite"]}[tool]
+    if tool == "split_dataset":  # --overwrite replaces train/ and test/ (the link itself, not its target)
+        s = run_script(tool, argv + FLAGS)
+        assert s["images"] == 2 and not (out / "train" / "A").is_symlink()
+    else:
+        with pytest.raises(SystemExit) as info:
+            run_script(tool, argv + FLAGS)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and "is a link" in err and err.count("\n") == 1
+    assert list(victim.iterdir()) == []
+
+
+def test_output_path_rules(tmp_path):
+    (tmp_path / "out").mkdir()
+    assert output_path(tmp_path / "out", "a/b/c.jpg") == tmp_path / "out" / "a" / "b" / "c.jpg"
+    assert (tmp_path / "out" / "a" / "b").is_dir()
+    for bad in ("../x.jpg", str(tmp_path / "x.jpg"), "a/../../x.jpg"):
+        with pytest.raises(InputError):
+            output_path(tmp_path / "out", bad)
+    (tmp_path / "out" / "f").write_text("x")
+    with pytest.raises(InputError, match="found a file"):
+        output_path(tmp_path / "out", "f/x.jpg")
+
+
+def test_merge_in_place_does_not_write_through_a_symlinked_class_folder(tmp_path, capsys):
+    train, new, elsewhere = tmp_path / "train", tmp_path / "new", tmp_path / "elsewhere"
+    (train / "A").mkdir(parents=True)
+    photo(1).save(train / "A" / "t.png")
+    elsewhere.mkdir()
+    os.symlink(elsewhere, train / "B")
+    (new / "B").mkdir(parents=True)
+    photo(2).save(new / "B" / "n.png")
+    with pytest.raises(SystemExit) as info:
+        run_script("merge_data", ["--new-dir", str(new), "--train-dir", str(train), "--od", str(tmp_path / "m"),
+                                  "--in-place", *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "is a link" in err
+    assert list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 12 (part): nothing dropped without a word
+
+
+def test_split_names_an_empty_class_folder(tmp_path, caplog):
+    src = tmp_path / "src"
+    for cls in ("A", "B"):
+        (src / cls).mkdir(parents=True)
+        for k in range(3):
+            photo(k + (10 if cls == "B" else 0), (48, 40)).save(src / cls / f"{k}.jpg")
+    (src / "Empty").mkdir()
+    (src / "Empty" / "notes.txt").write_text("no images here")
+    with caplog.at_level(logging.WARNING):
+        s = run_script("split_dataset", ["--source", str(src), "--od", str(tmp_path / "out"), *FLAGS])
+    lines = [r.getMessage() for r in caplog.records if "Empty" in r.getMessage()]
+    assert len(lines) == 1 and "no images" in lines[0] and "\n" not in lines[0]
+    assert s["empty_class_folders"] == [str(src / "Empty")] and s["classes"] == 2

@@ -1,0 +1,269 @@
+"""Where a tool may write, and how: output-folder safety and the safe copy / link / move of single files.
+
+The rules every tool that writes a folder follows (the data tools and ``scripts/super_resolve.py`` alike), so
+that none of them can damage a user's data by accident, whatever links the folders hold:
+
+* An output folder inside an input folder is refused (the tool would read its own output on the next run, or
+  copy a dataset into itself), and so is an input folder inside the output folder (``--overwrite`` would then
+  write over the input); links are resolved first (:func:`check_not_nested`).
+* Outputs go to a folder that is new or empty (:func:`prepare_output_dir`). A run that stops half-way leaves a
+  marker file (:data:`MARKER_NAME`); the same tool with the same settings may then write into that folder again
+  without ``--overwrite`` and finish the job.
+* A file is written only where its folder really lies inside the output root: a symlinked folder met on the way
+  (``out/A -> /elsewhere``) is refused instead of followed (:func:`output_path`).
+* Every file appears under its final name only once complete: it is written under a hidden temporary name in the
+  same folder and renamed (:func:`copy_file`, ``ws_dan.io.atomic_write``). Ctrl-C leaves complete files and, at
+  worst, a hidden ``.*.tmp`` file, which a resumed run removes.
+* Links are never followed to write, and never copied as links: :func:`copy_file` copies (or hard-links) the
+  file a symlink points to, so ``--link`` never makes a dangling link; :func:`move_file` moves the path itself
+  (a symlink moves as a link, its target stays) and never replaces anything.
+
+Standard library only, so worker processes that import it start fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from .io import InputError, PathLike, write_json
+
+#: Left in an output folder while a tool runs; present after a crash or Ctrl-C, removed when the job completes.
+MARKER_NAME = ".incomplete.json"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output folders
+
+
+def is_within(path: PathLike, folder: PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, comparing the paths as given (resolve them first)."""
+    path, folder = Path(path), Path(folder)
+    return path == folder or folder in path.parents
+
+
+def real_path(path: PathLike) -> Path:
+    """``path`` with every symlink resolved and ``..`` removed (parts that do not exist yet are kept)."""
+    return Path(os.path.realpath(path))
+
+
+def check_not_nested(output_dir: PathLike, inputs: Sequence[PathLike]) -> None:
+    """Refuse an output folder inside an input folder, equal to it, or containing it (symlinks resolved)."""
+    out = real_path(output_dir)
+    for inp in inputs:
+        src = real_path(inp)
+        if is_within(out, src):
+            raise InputError(
+                f"{output_dir}: the output folder is inside the input folder {inp}; choose a folder outside it")
+        if is_within(src, out):
+            raise InputError(
+                f"{output_dir}: the output folder contains the input folder {inp}; choose a new, separate folder")
+
+
+def prepare_output_dir(output_dir: PathLike, inputs: Sequence[PathLike] = (), *, overwrite: bool = False,
+                       tool: str = "", settings: Optional[dict] = None) -> bool:
+    """Check and create ``output_dir`` for ``tool``; returns True when it resumes an interrupted run.
+
+    Refused (:class:`~ws_dan.io.InputError`): an output folder nested with an input folder; a path that is a
+    file; a non-empty folder, unless ``overwrite`` or the folder holds the marker of an interrupted run of the
+    same ``tool`` with the same ``settings`` (a JSON-serialisable dict of whatever decides the output).
+    """
+    out = Path(output_dir)
+    check_not_nested(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: expected an output folder, found a file")
+    resuming = False
+    if out.is_dir() and any(out.iterdir()):
+        marker = read_marker(out)
+        if marker_matches(out, tool, settings):
+            resuming = True
+        elif not overwrite:
+            hint = ""
+            if marker is not None and marker.get("tool") == tool:
+                hint = " (it holds an interrupted run with different settings)"
+            raise InputError(f"{out}: the output folder exists and is not empty{hint}; choose a new folder or "
+                             f"pass --overwrite to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    if resuming:
+        remove_stale_temp_files(out)
+    write_marker(out, tool, settings)
+    return resuming
+
+
+def remove_stale_temp_files(out: PathLike) -> None:
+    """Delete the hidden ``.<name>.*.tmp`` files a killed run left in its own output folder (they are debris)."""
+    for dirpath, _dirnames, filenames in os.walk(out):  # not following links: only our own folder
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                Path(dirpath, name).unlink(missing_ok=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def marker_matches(output_dir: PathLike, tool: str, settings: Optional[dict]) -> bool:
+    """Whether ``output_dir`` holds an interrupted run of ``tool`` with these ``settings``."""
+    marker = read_marker(output_dir)
+    return marker is not None and marker.get("tool") == tool and marker.get("settings") == _jsonable(settings)
+
+
+def read_marker(output_dir: PathLike) -> Optional[dict]:
+    """The interrupted-run marker of ``output_dir``, or None."""
+    try:
+        marker = json.loads((Path(output_dir) / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_marker(output_dir: PathLike, tool: str, settings: Optional[dict]) -> None:
+    """Mark ``output_dir`` as holding a run of ``tool`` with ``settings`` that has not finished yet."""
+    write_json(Path(output_dir) / MARKER_NAME, {"tool": tool, "settings": _jsonable(settings)})
+
+
+def finish_output_dir(output_dir: PathLike) -> None:
+    """Remove the interrupted-run marker: the job in ``output_dir`` is complete."""
+    (Path(output_dir) / MARKER_NAME).unlink(missing_ok=True)
+
+
+def remove_tree(path: PathLike) -> None:
+    """Delete a folder the tool itself wrote earlier (used by ``--overwrite``); symlinks are not followed."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def output_path(root: PathLike, rel: PathLike) -> Path:
+    """``root / rel`` with its folders created, refusing any way out of ``root``.
+
+    Refused (:class:`~ws_dan.io.InputError`): an absolute ``rel`` or one with ``..``, and a folder on the way
+    that is a symlink (``out/A -> /elsewhere``: writing ``out/A/x.jpg`` would write outside the output) or a
+    file. ``root`` itself may be a link: the user named it.
+    """
+    root, rel = Path(root), Path(rel)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InputError(f"{rel}: expected a path inside {root}")
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root
+    for part in rel.parent.parts:
+        folder = folder / part
+        if folder.is_symlink():
+            raise InputError(f"{folder}: is a link (to {os.readlink(folder)}) inside the output folder {root}; "
+                             f"refusing to write through it")
+        if not folder.is_dir():
+            if os.path.lexists(folder):
+                raise InputError(f"{folder}: expected a folder inside {root}, found a file")
+            folder.mkdir(exist_ok=True)
+    return root / rel
+
+
+def unique_path(path: Path, taken: set, tag: str = "") -> Path:
+    """``path``, or a sibling name not in ``taken`` (``stem__tag.ext``, then ``stem__tag_2.ext`` ...).
+
+    ``taken`` holds lower-cased path strings, so two names differing only in case (one file on macOS and
+    Windows filesystems) do not collide either. The chosen path is added to ``taken``.
+    """
+    base = f"{path.stem}__{tag}" if tag else path.stem
+    names = itertools.chain([path.name], [f"{base}{path.suffix}"] if tag else [],
+                            (f"{base}_{k}{path.suffix}" for k in itertools.count(2)))
+    for name in names:
+        candidate = path.with_name(name)
+        if str(candidate).lower() not in taken:
+            break
+    taken.add(str(candidate).lower())
+    return candidate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Single files
+
+
+def _tmp_name(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+
+
+def copy_file(src: PathLike, dst: PathLike, link: bool = False) -> str:
+    """Copy (or hard-link) the file ``src`` names to ``dst`` atomically; returns ``"copied"`` or ``"linked"``.
+
+    A symlink ``src`` is resolved first: the copy or hard link is of the real file. (``os.link`` on a symlink
+    links the symlink itself, and a relative one then dangles from its new folder.) A hard link needs both paths
+    on one filesystem; where it fails (another device, a filesystem without links) the file is copied and
+    ``"copied"`` says so. ``dst``'s folder is created; an existing ``dst`` (a file or a link) is replaced, never
+    written through.
+    """
+    src, dst = Path(src), Path(dst)
+    real = real_path(src)
+    if not real.is_file():
+        raise FileNotFoundError(errno.ENOENT, "not a file (or a link to nothing)", str(src))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(dst)
+    how = "copied"
+    try:
+        if link:
+            try:
+                os.link(real, tmp)
+                how = "linked"
+            except OSError:
+                shutil.copy2(real, tmp)
+        else:
+            shutil.copy2(real, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return how
+
+
+def move_file(src: PathLike, dst: PathLike) -> None:
+    """Move the path ``src`` itself to ``dst``, never replacing anything at ``dst`` and never leaving a partial file.
+
+    A symlink moves as a link (its target is not touched, wherever it lies). On one filesystem the move is a hard
+    link then an unlink (``link`` fails on an existing name, so no race can make it replace a file; the inode and
+    times are kept), or a rename where the filesystem has no hard links. Across filesystems the file (or link) is
+    copied under a temporary name beside ``dst``, linked into place, and only then removed from ``src``.
+    Raises FileExistsError when ``dst`` exists.
+    """
+    src, dst = Path(src), Path(dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "already exists; refusing to replace it", str(dst))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "already exists; refusing to replace it", str(dst)) from None
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            if e.errno == errno.ENOENT or not os.path.lexists(src):
+                raise
+            os.rename(src, dst)  # no hard links here (EPERM, ENOTSUP...): dst was checked above
+            return
+    else:
+        os.unlink(src)
+        return
+    tmp = _tmp_name(dst)
+    try:
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), tmp)  # the link text, byte for byte: undo restores the same link
+        else:
+            shutil.copy2(src, tmp)
+        os.link(tmp, dst, follow_symlinks=False)
+    finally:
+        tmp.unlink(missing_ok=True)
+    os.unlink(src)
+
+
+def save_image(image: Any, dst: PathLike, format: str, **params: Any) -> None:
+    """Save a PIL image to ``dst`` atomically in ``format`` (``"JPEG"``, ``"PNG"``...)."""
+    from .io import atomic_write
+
+    with atomic_write(dst, "wb") as f:
+        image.save(f, format=format, **params)
