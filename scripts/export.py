@@ -5,15 +5,14 @@
 The graph takes RGB images as float32 in [0, 1], shape (N, 3, S, S) (S = the checkpoint's image size, any N),
 normalises them, averages the logits of the raw image and of its attention crop, and returns softmax
 probabilities (N, classes). After writing, the file is run on random images and compared with PyTorch.
+The output never replaces the checkpoint (also not through a symlink or a hard link).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
+from ws_dan.cli_types import positive_int
 
 TOLERANCE = 1e-4  # max |p_exported - p_pytorch| accepted by the check (float32 graphs agree to ~1e-6)
 
@@ -24,50 +23,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--ckpt-path", "--cp", required=True, help="checkpoint written by train.py or convert_checkpoint.py")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--output", "-o", default=None, help="output file (default: the checkpoint's name with .onnx / .ts)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help=f"compare the exported graph with PyTorch on random images (max abs difference < {TOLERANCE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the check's random images")
     return p
 
 
-def check_export(model, path: Path, fmt: str, seed: int = 0, batch_sizes=(1, 3)) -> float:
-    """Largest |difference| between the exported file's probabilities and PyTorch's over a few batches."""
-    import numpy as np
-    import torch
-
-    from ws_dan.export import InferenceModel
-
-    reference = InferenceModel(model).eval()
-    g = torch.Generator().manual_seed(seed)
-    size = model.config.image_size
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        run = lambda x: session.run(None, {"images": x.numpy()})[0]  # noqa: E731
-    else:
-        loaded = torch.jit.load(str(path))
-        run = lambda x: loaded(x).numpy()  # noqa: E731
-    worst = 0.0
-    with torch.no_grad():
-        for n in batch_sizes:
-            x = torch.rand(n, 3, size, size, generator=g)
-            worst = max(worst, float(np.abs(run(x) - reference(x).numpy()).max()))
-    return worst
-
-
 def main(args: argparse.Namespace) -> dict:
     from ws_dan.checkpoint import CheckpointError, model_from_checkpoint
-    from ws_dan.export import export_onnx, export_torchscript
+    from ws_dan.export import default_output, export_onnx, export_torchscript, max_abs_difference
+    from ws_dan.owned_files import OutputError, check_not_an_input
     from ws_dan.utils import fail
 
+    out = args.output if args.output else default_output(args.ckpt_path, args.format)
     try:
+        check_not_an_input(out, [args.ckpt_path], flag="--output")  # before any work: nothing to lose
         model = model_from_checkpoint(args.ckpt_path)
-    except CheckpointError as e:
+    except (CheckpointError, OutputError) as e:
         fail(str(e))
-    suffix = ".onnx" if args.format == "onnx" else ".ts"
-    out = Path(args.output) if args.output else Path(args.ckpt_path).with_suffix(suffix)
     if args.format == "onnx":
         try:
             import onnx  # noqa: F401  (the exporter needs onnx and onnxscript)
@@ -87,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
             except ImportError:
                 print("check skipped: onnxruntime is not installed (pip install onnxruntime)")
                 return result
-        diff = check_export(model, out, args.format, seed=args.seed)
+        diff = max_abs_difference(model, out, args.format, seed=args.seed)
         result["max_abs_diff"] = diff
         print(f"check: max |p_{args.format} - p_pytorch| = {diff:.2e} over batches of 1 and 3 random images "
               f"({'OK' if diff < TOLERANCE else 'FAILED'}, tolerance {TOLERANCE})")

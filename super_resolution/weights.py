@@ -15,15 +15,17 @@ A toolkit checkpoint (``ws_dan.checkpoint.save_checkpoint(..., kind="sr")``) car
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from ws_dan.io import PathLike
 
 from .dbpn import DBPN, PROJECTION, VARIANTS
 
-from ws_dan.io import PathLike
 _KERNEL_TO_SCALE = {k: s for s, (k, _, _) in PROJECTION.items()}
 
 
@@ -32,8 +34,12 @@ class SRWeightsError(RuntimeError):
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drop ``prefix`` from every key that has it (DataParallel / DDP saves add ``module.``)."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    """Drop ``prefix`` from every key that has it (DataParallel / DDP saves add ``module.``); a new dict.
+
+    A thin use of torch's ``consume_prefix_in_state_dict_if_present``, which renames in place."""
+    sd = dict(state_dict)
+    consume_prefix_in_state_dict_if_present(sd, prefix)
+    return sd
 
 
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:

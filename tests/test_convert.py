@@ -7,15 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-
 from conftest import run_script
+from PIL import Image
+
 from ws_dan.checkpoint import load_checkpoint, model_from_checkpoint
 from ws_dan.convert import ConversionError, convert_checkpoint, load_legacy_file
 
 K, M = 5, 8  # classes, attention maps
 
 
-def _grab_file(tmp_path, extra=None):
+def _grab_file(tmp_path, extra=None, fc_scale=1.0, calibrate=False):
     """A checkpoint laid out as the reference project saved it, with random values (EfficientNet-B0 for speed)."""
     from efficientnet_pytorch import EfficientNet
 
@@ -25,10 +26,19 @@ def _grab_file(tmp_path, extra=None):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+    if calibrate:  # BN statistics of real batches, so the features depend on the image (random init alone fades)
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None  # a cumulative average
+        net.train()
+        with torch.no_grad():
+            net.extract_features(torch.randn(8, 3, 96, 96))
+        net.eval()
     c = 192  # B0 channels before its last four blocks
     state = {f"module.net.{k}": v for k, v in net.state_dict().items()}  # saved from DataParallel
     state["module.attentions.weight"] = torch.randn(M, c, 1, 1) * 0.1
-    state["module.fc.weight"] = torch.randn(K, M * c) * 0.01
+    state["module.fc.weight"] = torch.randn(K, M * c) * 0.01 * fc_scale  # logits of a trained size
     state["module.fc.bias"] = torch.randn(K)
     ckpt = {"epoch": 80, "save_dir": "x", "state_dict": state, "feature_center": torch.randn(K, M, c), **(extra or {})}
     torch.save(ckpt, tmp_path / "grab.ckpt")
@@ -177,3 +187,97 @@ def test_torchscript_export(tiny_checkpoint, tmp_path):
     loaded = torch.jit.load(str(tmp_path / "m.ts"))
     with torch.no_grad():
         assert loaded(torch.rand(4, 3, 48, 48)).shape == (4, 3)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The reference pipeline end to end: LANCZOS resize, raw + the reference crop, averaged (issue 15)
+
+
+def _grab_reference_logits(net, state, pil_images, size):
+    """wsdan_predict.py of sun-yitao/GrabAIChallenge written out: PIL LANCZOS resize to (size, size), ImageNet
+    normalisation, the model's min-max normalised mean attention map, F.upsample_bilinear (align_corners=True),
+    > 0.5, torch.nonzero min/max, X[..., h_min:h_max, w_min:w_max] upsampled back with align_corners=True, the
+    raw and crop logits averaged. Image by image, numpy/PIL for the preprocessing, as the reference did."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    out = []
+    for image in pil_images:
+        arr = np.asarray(image.resize((size, size), Image.LANCZOS), dtype=np.float64) / 255.0
+        x = torch.from_numpy(((arr - mean) / std).transpose(2, 0, 1).copy()).float()[None]
+        y_raw = _grab_formula(net, state, x)
+        feats = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:-4]:
+            feats = block(feats)
+        attention = F.conv2d(feats, state["module.attentions.weight"]).mean(dim=1, keepdim=True)
+        flat = attention.view(1, -1)
+        attention = ((flat - flat.min()) / (flat.max() - flat.min())).view_as(attention)
+        mask = F.interpolate(attention, size=(size, size), mode="bilinear", align_corners=True) > 0.5
+        nz = torch.nonzero(mask[0, 0])
+        h0, h1, w0, w1 = nz[:, 0].min(), nz[:, 0].max(), nz[:, 1].min(), nz[:, 1].max()
+        crop = F.interpolate(x[:, :, h0:h1, w0:w1], size=(size, size), mode="bilinear", align_corners=True)
+        out.append((y_raw + _grab_formula(net, state, crop)) / 2)
+    return torch.cat(out)
+
+
+def test_converted_grab_checkpoint_predicts_as_the_reference_pipeline(tmp_path):
+    from ws_dan.data import build_transform
+
+    path, net, state = _grab_file(tmp_path, fc_scale=0.05, calibrate=True)
+    _, ckpt = convert_checkpoint(path, "grab", backbone="efficientnet-b0", num_classes=K, image_size=96)
+    cfg = ckpt["config"]
+    assert (cfg["resize_interpolation"], cfg["crop_convention"]) == ("lanczos", "grab")  # recorded in the file
+    from ws_dan.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "grab.pt", ckpt)
+    model = model_from_checkpoint(tmp_path / "grab.pt")
+    rng = np.random.default_rng(0)
+    images = []
+    for w, h in [(173, 121), (90, 140), (260, 200)]:  # odd sizes: the resize filter matters
+        base = rng.uniform(0, 255, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+        smooth = np.asarray(Image.fromarray(base).resize((w, h), Image.BICUBIC), dtype=np.float64)
+        images.append(Image.fromarray(np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)))
+    transform = build_transform(96, model.config.mean, model.config.std, False,
+                                interpolation=model.config.resize_interpolation)
+    with torch.no_grad():
+        ours, _ = model.predict_logits(torch.stack([transform(im) for im in images]))
+        reference = _grab_reference_logits(net, state, images, 96)
+    assert reference.std(dim=0).min() > 0.05  # the images get different logits: the test can see a difference
+    assert torch.allclose(ours, reference, atol=1e-4, rtol=0), (ours - reference).abs().max()
+    # the toolkit's own convention gives other numbers on the same model: the recorded convention matters
+    model.config.crop_convention, model.config.resize_interpolation = "wsdan", "bilinear"
+    plain = build_transform(96, model.config.mean, model.config.std, False)
+    with torch.no_grad():
+        other, _ = model.predict_logits(torch.stack([plain(im) for im in images]))
+    assert (other - reference).abs().max() > 1e-3
+
+
+def test_older_checkpoints_keep_the_toolkit_convention(tiny_checkpoint):
+    state = load_checkpoint(tiny_checkpoint)
+    del state["config"]["resize_interpolation"], state["config"]["crop_convention"]  # as written before
+    model = model_from_checkpoint(state)
+    assert (model.config.resize_interpolation, model.config.crop_convention) == ("bilinear", "wsdan")
+
+
+def test_grab_crop_edge_cases_do_not_fail():
+    from ws_dan.attention import grab_attention_boxes, grab_attention_crop
+
+    images = torch.rand(2, 3, 16, 16)
+    maps = torch.zeros(2, 1, 4, 4)
+    maps[1, 0, 1, 2] = 1.0  # one hot cell: a small box
+    boxes = grab_attention_boxes(maps, (16, 16), 0.5)
+    assert boxes[0].tolist() == [0.0, 0.0, 16.0, 16.0]  # constant map: the whole image (the reference divided by 0)
+    x0, y0, x1, y1 = boxes[1].tolist()
+    assert x1 > x0 and y1 > y0
+    crops = grab_attention_crop(images, maps, 0.5)
+    assert crops.shape == images.shape and torch.isfinite(crops).all()
+    assert torch.allclose(crops[0], images[0], atol=1e-5)  # whole image, align_corners=True: the identity
+
+
+def test_predict_uses_the_recorded_lanczos_resize():
+    from ws_dan.data import build_transform
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (61, 83, 3), dtype=np.uint8))
+    lanczos = build_transform(32, (0, 0, 0), (1, 1, 1), False, interpolation="lanczos")(image)
+    expected = torch.from_numpy(np.asarray(image.resize((32, 32), Image.LANCZOS), dtype=np.float32) / 255)
+    assert torch.allclose(lanczos, expected.permute(2, 0, 1), atol=1e-6)
+    bilinear = build_transform(32, (0, 0, 0), (1, 1, 1), False)(image)
+    assert not torch.allclose(lanczos, bilinear, atol=1e-3)

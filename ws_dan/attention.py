@@ -140,3 +140,69 @@ def attention_drop(images: torch.Tensor, attention_map: torch.Tensor, theta: The
     """Attention dropping (eq. 5): erase (set to 0) where each image's map exceeds theta x max."""
     mask = attention_drop_mask(attention_map, tuple(images.shape[-2:]), theta)
     return images * mask.to(images.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The reference project's inference crop (sun-yitao/GrabAIChallenge, ws-dan/wsdan_predict.py), for converted
+# checkpoints (ModelConfig.crop_convention == "grab"). Its model returns the mean attention map min-max normalised
+# on the feature grid; predict then upsamples it with F.upsample_bilinear (align_corners=True), thresholds it at
+# theta_c = 0.5, takes the nonzero rows/columns' min and max, slices X[..., y_min:y_max, x_min:x_max] (so the
+# last row and column of the box are left out) and upsamples that slice to the input size, again with
+# align_corners=True. The same numbers here, batched.
+
+
+def grab_attention_boxes(attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta = 0.5) -> torch.Tensor:
+    """Boxes (B, 4) ``x0, y0, x1, y1`` (x1, y1 exclusive) as the reference code sliced them.
+
+    A* = (A - min A) / (max A - min A) on the (h, w) grid, upsampled to ``image_size`` with align_corners=True;
+    the mask A* > theta gives ``y0 = min row, y1 = max row`` (exclusive, as the reference's slice), likewise for
+    x. Where the reference would fail, we keep going: an empty mask (a constant map) crops to the whole image,
+    and a box one pixel thin (y0 == y1) keeps that one row/column.
+    """
+    if attention_map.dim() == 3:
+        attention_map = attention_map.unsqueeze(1)
+    height, width = image_size
+    batch = attention_map.shape[0]
+    device = attention_map.device
+    a = attention_map.float()
+    low = a.amin(dim=(2, 3), keepdim=True)
+    high = a.amax(dim=(2, 3), keepdim=True)
+    norm = (a - low) / (high - low).clamp_min(1e-12)
+    up = F.interpolate(norm, size=image_size, mode="bilinear", align_corners=True)
+    mask = (up > _as_column(theta, batch, device))[:, 0]  # (B, H, W)
+    rows, cols = mask.any(dim=2), mask.any(dim=1)
+    ys = torch.arange(height, device=device, dtype=torch.float32)
+    xs = torch.arange(width, device=device, dtype=torch.float32)
+    inf = torch.tensor(float("inf"), device=device)
+    y0 = torch.where(rows, ys, inf).amin(dim=1)
+    y1 = torch.maximum(torch.where(rows, ys, -inf).amax(dim=1), y0 + 1)
+    x0 = torch.where(cols, xs, inf).amin(dim=1)
+    x1 = torch.maximum(torch.where(cols, xs, -inf).amax(dim=1), x0 + 1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    whole = torch.tensor([0.0, 0.0, float(width), float(height)], device=device)
+    return torch.where(rows.any(dim=1, keepdim=True), boxes, whole)
+
+
+def crop_and_resize_align_corners(images: torch.Tensor, boxes: torch.Tensor,
+                                  size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """``F.interpolate(images[b, :, y0:y1, x0:x1], size, mode="bilinear", align_corners=True)`` for every image
+    at once: output pixel i samples the input at y0 + i * (y1 - y0 - 1) / (H_out - 1) (first and last pixels of
+    the slice map onto the first and last output pixels), as one ``grid_sample`` with align_corners=True."""
+    batch, _, height, width = images.shape
+    out_h, out_w = size if size is not None else (height, width)
+    x0, y0, x1, y1 = boxes.to(torch.float32).unbind(dim=1)
+    fx = torch.arange(out_w, device=images.device, dtype=torch.float32) / max(out_w - 1, 1)
+    fy = torch.arange(out_h, device=images.device, dtype=torch.float32) / max(out_h - 1, 1)
+    px = x0[:, None] + fx[None, :] * (x1 - x0 - 1)[:, None]  # input pixel coordinates (B, out_w)
+    py = y0[:, None] + fy[None, :] * (y1 - y0 - 1)[:, None]
+    gx = 2 * px / max(width - 1, 1) - 1  # grid_sample's normalised coordinates with align_corners=True
+    gy = 2 * py / max(height - 1, 1) - 1
+    grid = torch.stack([gx[:, None, :].expand(batch, out_h, out_w), gy[:, :, None].expand(batch, out_h, out_w)], -1)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def grab_attention_crop(images: torch.Tensor, attention_map: torch.Tensor, theta: Theta = 0.5) -> torch.Tensor:
+    """The reference project's inference crop (see :func:`grab_attention_boxes`), resized back to the input
+    size with align_corners=True."""
+    boxes = grab_attention_boxes(attention_map, tuple(images.shape[-2:]), theta)
+    return crop_and_resize_align_corners(images, boxes)

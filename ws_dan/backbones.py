@@ -125,7 +125,9 @@ def load_weights_file(path: PathLike) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PretrainedWeightsError(f"{path}: expected a state dict (parameter name -> tensor)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    obj = dict(obj)
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(obj, "module.")
+    return obj
 
 
 def _load_into(model: nn.Module, state: dict, source: str, allow_missing: Callable[[str], bool] = lambda k: False):

@@ -21,8 +21,14 @@ needs to unpickle code: a checkpoint from an untrusted source cannot execute any
 
 from __future__ import annotations
 
-import os
+import contextlib
+import logging
+import math
 import random
+import signal
+import threading
+from collections.abc import Iterator
+from numbers import Real
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -31,10 +37,11 @@ import torch
 import torch.nn as nn
 
 from . import __version__
-from .model import ModelConfig, create_model
-from .io import atomic_write
+from .io import PathLike, atomic_write
+from .model import METHODS, ModelConfig, create_model
 
-from .io import PathLike
+log = logging.getLogger(__name__)
+
 FORMAT = "ws_dan.checkpoint"
 FORMAT_VERSION = 1
 
@@ -46,13 +53,46 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(path: PathLike, state: dict[str, Any], kind: str = "wsdan") -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then a rename.
 
-    A crash or Ctrl-C while writing leaves the previous file intact and no half-written file behind.
+    A crash while writing leaves the previous file intact and no half-written file behind. Ctrl-C (SIGINT)
+    during the write is deferred until the file is complete and renamed, then raised as KeyboardInterrupt:
+    interrupting torch.save's zip writer midway ended in a RuntimeError and no checkpoint at all.
     """
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "version": __version__, **state}
-    with atomic_write(path, "wb") as f:
+    with deferred_sigint(f"writing {path}"), atomic_write(path, "wb") as f:
         torch.save(state, f)
     return path
+
+
+@contextlib.contextmanager
+def deferred_sigint(what: str = "writing") -> Iterator[None]:
+    """Hold back SIGINT while the block runs; afterwards, act on it as the previous handler would have.
+
+    Only the main thread can set signal handlers, so elsewhere (a DataLoader thread, a notebook worker) this
+    does nothing. If the block raises, that exception wins and a deferred Ctrl-C is dropped (the run is
+    stopping anyway). With Python's default handler, the deferred Ctrl-C becomes KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if not received:
+            log.warning("Ctrl-C: finishing %s first, then stopping", what)
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # Python's default_int_handler raises KeyboardInterrupt
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+        # SIG_IGN: the process ignores Ctrl-C, so do we
 
 
 def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, Any]:
@@ -90,8 +130,88 @@ def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, 
     return state
 
 
-def checkpoint_config(state: dict[str, Any]) -> ModelConfig:
-    return ModelConfig.from_dict(state["config"])
+# Sane bounds for a checkpoint's config: it is input like any other. image_size=1000000 once drove predict.py to
+# 19 GB of memory before any error, and export.py asked for 24 TB.
+INT_BOUNDS = {"image_size": (8, 4096), "num_attentions": (1, 1024), "num_classes": (1, 100_000)}
+UNIT_INTERVAL = ("eval_crop_theta", "eval_crop_padding")
+BOOL_KEYS = ("attention_bn", "pool_normalize", "fc_bias")
+CHOICES = {"method": METHODS, "attention_norm": ("max", "minmax"),
+           "resize_interpolation": ("bilinear", "lanczos"), "crop_convention": ("wsdan", "grab")}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _config_problem(raw: dict[str, Any]) -> Optional[str]:
+    """The first thing wrong with a raw config dict, worded for the user, or None."""
+    for key, (low, high) in INT_BOUNDS.items():
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                return f"{key}={v!r}, expected an integer from {low} to {high}"
+    for key in ("mean", "std"):
+        if key in raw:
+            v = raw[key]
+            if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(_is_number(x) for x in v):
+                return f"{key}={v!r}, expected 3 finite numbers (one per RGB channel)"
+            if key == "std" and not all(x > 0 for x in v):
+                return f"std={v!r}, expected 3 numbers > 0"
+    if "logit_scale" in raw and not (_is_number(raw["logit_scale"]) and raw["logit_scale"] > 0):
+        return f"logit_scale={raw['logit_scale']!r}, expected a finite number > 0"
+    for key in UNIT_INTERVAL:
+        if key in raw and not (_is_number(raw[key]) and 0 <= raw[key] <= 1):
+            return f"{key}={raw[key]!r}, expected a number from 0 to 1"
+    for key in BOOL_KEYS:
+        if key in raw and not isinstance(raw[key], bool):
+            return f"{key}={raw[key]!r}, expected true or false"
+    for key, allowed in CHOICES.items():
+        if key in raw and raw[key] not in allowed:
+            return f"{key}={raw[key]!r}, expected one of {list(allowed)}"
+    backbone = raw.get("backbone", ModelConfig.backbone)
+    if not isinstance(backbone, str):
+        return f"backbone={backbone!r}, expected a backbone name"
+    from .backbones import canonical_name
+
+    try:
+        canonical_name(backbone)
+    except ValueError as e:
+        return str(e)
+    if backbone.startswith("timm:"):
+        try:
+            import timm
+        except ImportError:
+            return f"backbone {backbone!r} needs the optional package timm: pip install timm"
+        if not timm.is_model(backbone[len("timm:"):]):
+            return f"backbone {backbone!r}: this timm ({timm.__version__}) has no such model"
+    names = raw.get("class_names", [])
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        return f"class_names must be a list of strings, found {type(names).__name__}"
+    num_classes = raw.get("num_classes", ModelConfig.num_classes)
+    if len(names) != num_classes:
+        return f"{len(names)} class names for num_classes={num_classes}"
+    return None
+
+
+def validate_config(raw: Any, source: PathLike = "<checkpoint>") -> ModelConfig:
+    """A checkpoint's ``config`` entry checked against sane bounds, as a ModelConfig; CheckpointError naming
+    ``source`` and the offending value otherwise (bounds: :data:`INT_BOUNDS`, mean/std 3 finite numbers with
+    std > 0, logit_scale > 0, crop theta and padding in [0, 1], known method / backbone / conventions,
+    one class name per class)."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{source}: invalid model config: expected a dict, found {type(raw).__name__}")
+    problem = _config_problem(raw)
+    if problem is None:
+        try:
+            return ModelConfig.from_dict(raw)
+        except (TypeError, ValueError) as e:
+            problem = str(e)
+    raise CheckpointError(f"{source}: invalid model config: {problem}")
+
+
+def checkpoint_config(state: dict[str, Any], source: PathLike = "<checkpoint>") -> ModelConfig:
+    """The validated ModelConfig a checkpoint carries (see :func:`validate_config`)."""
+    return validate_config(state["config"], source)
 
 
 def check_compatible(found: ModelConfig, wanted: dict[str, Any], source: PathLike) -> None:
@@ -153,11 +273,15 @@ def build_model_from_state(config: ModelConfig, state_dict: dict[str, torch.Tens
     return model
 
 
-def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None) -> nn.Module:
-    """Rebuild the model from a checkpoint alone (its config says the backbone, M, classes...), in eval mode."""
+def model_from_checkpoint(path_or_state: Union[PathLike, dict], device: Optional[torch.device] = None,
+                          source: Optional[PathLike] = None) -> nn.Module:
+    """Rebuild the model from a checkpoint alone (its config says the backbone, M, classes...), in eval mode.
+
+    ``source`` names the file in errors when a loaded state is passed (default: the path, or "<checkpoint>")."""
     state = path_or_state if isinstance(path_or_state, dict) else load_checkpoint(path_or_state)
-    source = "<checkpoint>" if isinstance(path_or_state, dict) else path_or_state
-    model = build_model_from_state(checkpoint_config(state), state["model"], source)
+    if source is None:
+        source = "<checkpoint>" if isinstance(path_or_state, dict) else path_or_state
+    model = build_model_from_state(checkpoint_config(state, source), state["model"], source)
     return model.to(device or "cpu").eval()
 
 
@@ -181,7 +305,8 @@ def get_rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(_to_tuple(state["python"]))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -6,7 +6,11 @@ Two layouts are understood, both dicts saved by ``torch.save`` with ``state_dict
           efficientnet-pytorch EfficientNet stored whole under ``net.`` of which only the blocks before the last
           four are used; ``attentions.weight`` a bare 1x1 conv (no BN, no ReLU); attention pooling WITHOUT
           sign-sqrt or L2 normalisation; ``fc.weight`` + ``fc.bias``; ``feature_center`` (classes, M, C). Its
-          inference crop thresholds the mean map at 0.5 after min-max normalisation, without padding.
+          predict script resized images with PIL's LANCZOS and cropped its own way: the mean map min-max
+          normalised on the feature grid, upsampled with align_corners=True, thresholded at 0.5, the box sliced
+          without its last row and column and resized back with align_corners=True. The converted config records
+          that (``resize_interpolation="lanczos"``, ``crop_convention="grab"``), so predict.py reproduces the
+          reference pipeline's averaged raw + crop logits, not only its raw logits.
 ``guyuc`` GuYuc/WS-DAN.PyTorch: Inception-v3 up to Mixed_6e under ``features.N`` (the same module order as
           torchvision's), ``attentions.conv.weight`` + ``attentions.bn.*``, sign-sqrt + L2 pooling, ``fc.weight``
           without bias applied to 100 x the feature matrix, ``feature_center`` (classes, M*C); inference crop at
@@ -14,23 +18,25 @@ Two layouts are understood, both dicts saved by ``torch.save`` with ``state_dict
           Inception's transform_input).
 
 The converted model reproduces the original network's logits exactly; the ModelConfig records the head
-variant (``attention_bn``, ``pool_normalize``, ``fc_bias``, ``logit_scale``, ``attention_norm``).
+variant (``attention_bn``, ``pool_normalize``, ``fc_bias``, ``logit_scale``, ``attention_norm``) and the
+inference convention (``resize_interpolation``, ``crop_convention``).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import build_model_from_state
+from .io import PathLike
 from .model import WSDAN, ModelConfig
 
-from .io import PathLike
 FORMATS = ("grab", "guyuc")
 
 
@@ -69,12 +75,9 @@ def load_legacy_file(path: PathLike, trust_pickle: bool = False) -> dict:
         except Exception as e2:
             raise ConversionError(f"{path}: not a readable PyTorch file ({e2})") from None
     if not isinstance(obj, dict):
-        raise ConversionError(f"{path}: expected a dict with 'state_dict' and 'feature_center'; found {type(obj).__name__}")
+        raise ConversionError(
+            f"{path}: expected a dict with 'state_dict' and 'feature_center'; found {type(obj).__name__}")
     return obj
-
-
-def _strip_module(state: dict) -> dict:
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _require(state: dict, keys: Sequence[str], fmt: str, source: PathLike) -> None:
@@ -99,7 +102,8 @@ def convert_state(
         raise ConversionError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if "state_dict" not in checkpoint:
         raise ConversionError(f"{source}: expected a dict with 'state_dict'; found keys {sorted(checkpoint)[:8]}")
-    state = _strip_module(checkpoint["state_dict"])
+    state = dict(checkpoint["state_dict"])  # a copy: torch's helper renames in place
+    consume_prefix_in_state_dict_if_present(state, "module.")  # saved from nn.DataParallel
     if fmt == "grab":
         _require(state, ["attentions.weight", "fc.weight", "fc.bias", "net._conv_stem.weight"], fmt, source)
         att = state["attentions.weight"]
@@ -117,7 +121,7 @@ def convert_state(
                 new[key] = value
             # net._conv_head, net._bn1 and net._fc belong to the unused ImageNet head: dropped
         head = dict(attention_bn=False, pool_normalize=False, fc_bias=True, logit_scale=1.0, attention_norm="minmax",
-                    eval_crop_theta=0.5, eval_crop_padding=0.0)
+                    eval_crop_theta=0.5, eval_crop_padding=0.0, resize_interpolation="lanczos", crop_convention="grab")
         backbone = backbone or "efficientnet-b3"
         image_size = image_size or 512
     else:

@@ -12,21 +12,24 @@ and warns at the end. With ``strict=True`` the first bad file raises instead.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from torch.utils.data.dataloader import default_collate
 from torchvision import transforms as T
 
-from ws_dan.images import SkippedFile, UnreadableImageError, find_images, open_image
-
 from .augment import DEFAULT_AUGMENT, build_train_transform
-
+from .images import SkippedFile, UnreadableImageError, find_images, open_image, sniff_format
 from .io import PathLike
+
+log = logging.getLogger(__name__)
+
 Sample = tuple[Path, int]
 
 
@@ -125,6 +128,9 @@ def csv_samples(
     samples: list[Sample] = []
     skipped: list[SkippedFile] = []
     unknown: dict[str, int] = {}
+    seen: dict[str, tuple[int, int, str]] = {}  # normalised path -> (line, target, label) of its first row
+    repeated: list[int] = []
+    conflicts: list[str] = []
     for row, (image, label) in enumerate(zip(table[image_col], table[label_col]), start=2):
         label = label.strip()
         target = index.get(label)
@@ -135,6 +141,17 @@ def csv_samples(
             unknown[key] = unknown.get(key, 0) + 1
             continue
         path = Path(image) if os.path.isabs(image) else data_dir / image
+        # The same image twice would count twice in every metric: the same label is a harmless repeat (kept
+        # once), two different labels cannot both be right (refused, naming the lines).
+        key = os.path.normcase(os.path.normpath(str(path)))
+        if key in seen:
+            first_row, first_target, first_label = seen[key]
+            if first_target == target:
+                repeated.append(row)
+            else:
+                conflicts.append(f"{image!r} (line {first_row}: {first_label!r}, line {row}: {label!r})")
+            continue
+        seen[key] = (row, target, label)
         if not path.is_file():
             skipped.append(SkippedFile(path, f"listed in {csv_path.name} (line {row}) but not found"))
             continue
@@ -144,6 +161,13 @@ def csv_samples(
             f"{csv_path}: {sum(unknown.values())} row(s) with label(s) not among the model's "
             f"{len(class_names)} classes: {_preview(sorted(unknown))}"
         )
+    if conflicts:
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        raise DatasetError(f"{csv_path}: {len(conflicts)} image(s) listed with conflicting labels: "
+                           f"{'; '.join(conflicts[:3])}{more}")
+    if repeated:
+        log.warning("%s: %d duplicate row(s) (same image, same label) counted once: line(s) %s", csv_path,
+                    len(repeated), _preview([str(r) for r in repeated]).replace("'", ""))
     return SampleList(samples, list(class_names), skipped)
 
 
@@ -153,6 +177,36 @@ def unlabeled_samples(root: PathLike) -> SampleList:
     _require_dir(root, "a folder of images")
     images, skipped = find_images(root)
     return SampleList([(p, -1) for p in images], [], skipped)
+
+
+def path_samples(inputs: Sequence[PathLike]) -> SampleList:
+    """Unlabelled samples from what the user points at: image files and folders (scanned recursively), in the
+    order given; a file listed twice (or also found in a listed folder) is predicted once.
+
+    A file that is not an image (by content) is skipped and reported like any unreadable image; a path that does
+    not exist raises DatasetError naming it."""
+    samples: list[Sample] = []
+    skipped: list[SkippedFile] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = unlabeled_samples(path)
+            skipped += found.skipped
+            images = [p for p, _ in found.samples]
+        elif path.is_file():
+            images = [path]
+            if sniff_format(path) is None:
+                skipped.append(SkippedFile(path, "not an image (unrecognised file signature)"))
+                images = []
+        else:
+            raise DatasetError(f"{path}: does not exist (expected an image file or a folder of images)")
+        for p in images:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                samples.append((p, -1))
+    return SampleList(samples, [], skipped)
 
 
 def _preview(items: Sequence[str], n: int = 5) -> str:
@@ -213,16 +267,25 @@ def collate_skip_failed(items: list) -> Batch:
     return Batch(images, targets, indices, failed)
 
 
+#: ``ModelConfig.resize_interpolation`` -> torchvision's mode. On PIL images both are PIL's own resize (which
+#: always antialiases); "lanczos" is what the reference project's predict script used.
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "lanczos": T.InterpolationMode.LANCZOS}
+
+
 def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                    augment: Sequence[str] = DEFAULT_AUGMENT, pre: Optional[Callable] = None) -> T.Compose:
+                    augment: Sequence[str] = DEFAULT_AUGMENT, pre: Optional[Callable] = None,
+                    interpolation: str = "bilinear") -> T.Compose:
     """Evaluation: the whole image resized to a square (no crop: the reference project found that keeping the
-    whole car, resized to 512, beats a smaller crop). Training: the ``augment`` list (ws_dan.augment); the
-    default is a horizontal flip and WS-DAN.PyTorch's brightness and saturation jitter. ``pre``: a PIL -> PIL
-    step applied first (e.g. super-resolution of small images)."""
+    whole car, resized to 512, beats a smaller crop) with ``interpolation`` (the checkpoint's recorded
+    ``resize_interpolation``). Training: the ``augment`` list (ws_dan.augment); the default is a horizontal flip
+    and WS-DAN.PyTorch's brightness and saturation jitter. ``pre``: a PIL -> PIL step applied first (e.g.
+    super-resolution of small images)."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
     if train:
         transform = build_train_transform(image_size, mean, std, augment)
     else:
-        transform = T.Compose([T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BILINEAR,
+        transform = T.Compose([T.Resize((image_size, image_size), interpolation=INTERPOLATIONS[interpolation],
                                         antialias=True), T.ToTensor(), T.Normalize(mean, std)])
     if pre is not None:
         transform.transforms.insert(0, pre)

@@ -8,15 +8,14 @@ the same resized image.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import torch
 import torch.nn as nn
 
-from .model import WSDAN
-
 from .io import PathLike
+from .model import WSDAN
 
 
 class InferenceModel(nn.Module):
@@ -78,3 +77,40 @@ def export_torchscript(model: WSDAN, path: PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
+
+
+def default_output(ckpt_path: PathLike, fmt: str) -> Path:
+    """The checkpoint's name with ``.onnx`` / ``.ts``."""
+    return Path(ckpt_path).with_suffix(SUFFIXES[fmt])
+
+
+def max_abs_difference(model: WSDAN, path: PathLike, fmt: str, seed: int = 0,
+                       batch_sizes: Sequence[int] = (1, 3)) -> float:
+    """Largest |p_exported - p_pytorch| over batches of random images in [0, 1] (one per size in
+    ``batch_sizes``, so a batch dimension frozen at export would show)."""
+    import numpy as np
+
+    reference = InferenceModel(model).eval()
+    g = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            return session.run(None, {"images": x.numpy()})[0]
+    else:
+        loaded = torch.jit.load(str(path))
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            return loaded(x).numpy()
+    worst = 0.0
+    with torch.no_grad():
+        for n in batch_sizes:
+            x = torch.rand(n, 3, size, size, generator=g)
+            worst = max(worst, float(np.abs(run(x) - reference(x).numpy()).max()))
+    return worst

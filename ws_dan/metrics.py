@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .engine import topk_correct
 
 
 @dataclass
@@ -23,9 +26,11 @@ def classification_report(targets: np.ndarray, probabilities: np.ndarray, class_
     num_classes = len(class_names)
     labels = np.arange(num_classes)
     predicted = probabilities.argmax(axis=1)
-    # Top-k by rank (stable sort: ties go to the lower class index, as argmax does for top-1).
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")
-    summary = {f"top{k}": 100.0 * float((ranked[:, :k] == targets[:, None]).any(axis=1).mean()) for k in (1, 3, 5)}
+    # Top-k by the training loop's own counter, so predict.py and train.py's validation count alike.
+    ks = (1, 3, 5)
+    hits = topk_correct(torch.from_numpy(np.asarray(probabilities, dtype=np.float32)),
+                        torch.from_numpy(targets.astype(np.int64)), ks)
+    summary = {f"top{k}": 100.0 * float(h) / max(len(targets), 1) for k, h in zip(ks, hits.tolist())}
     p, r, f, _ = precision_recall_fscore_support(targets, predicted, average="macro", zero_division=0)
     summary.update(precision_macro=float(p), recall_macro=float(r), f1_macro=float(f))
     pc, rc, fc, support = precision_recall_fscore_support(targets, predicted, labels=labels, zero_division=0)

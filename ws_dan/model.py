@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention_crop
+from .attention import attention_crop, grab_attention_crop
 from .backbones import Backbone, canonical_name, create_backbone
 
 EPSILON = 1e-12
@@ -57,6 +57,12 @@ class ModelConfig:
     pool_normalize: bool = True  # sign-sqrt and L2 normalisation of the feature matrix
     fc_bias: bool = False
     attention_norm: str = "max"  # how the inference crop scales the mean map: "max" or "minmax"
+    # The preprocessing and inference-crop convention a model was trained with, so that converted models predict
+    # as they did in their own code. "bilinear" / "wsdan": this toolkit's (antialiased bilinear resize; box from the
+    # upsampled map, pixel-centre crop). "lanczos" / "grab": the reference project's (PIL LANCZOS resize;
+    # ws_dan.attention.grab_attention_crop). Defaults keep every existing checkpoint predicting as before.
+    resize_interpolation: str = "bilinear"
+    crop_convention: str = "wsdan"
 
     def __post_init__(self) -> None:
         self.backbone = canonical_name(self.backbone)
@@ -166,7 +172,10 @@ class WSDAN(nn.Module):
             first_attention = mean_attention if first_attention is None else first_attention
             total, count = total + raw.logits, count + 1
             for theta in thetas:
-                crops = attention_crop(view, mean_attention, theta, cfg.eval_crop_padding, cfg.attention_norm)
+                if cfg.crop_convention == "grab":
+                    crops = grab_attention_crop(view, mean_attention, theta)
+                else:
+                    crops = attention_crop(view, mean_attention, theta, cfg.eval_crop_padding, cfg.attention_norm)
                 total, count = total + self(crops).logits, count + 1
         return total / count, first_attention
 
