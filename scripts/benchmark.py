@@ -8,7 +8,8 @@ Sections (each can be skipped):
    same backbone, batch and size (the irreducible cost of three views), and one prediction step (raw + crop), for
    each speed option: fp32, --amp (CUDA), channels-last, torch.compile (--compile). images/s and peak memory
    (CUDA: max allocated; CPU: the peak resident memory of a fresh process per variant, minus its memory before
-   the models were built, so variants don't mask each other and the libraries' own memory is not counted). The WS-DAN overhead is step / (3 plain steps) - 1.
+   the models were built, so variants don't mask each other and the libraries' own memory is not counted).
+   The WS-DAN overhead is step / (3 plain steps) - 1.
 2. crop: attention cropping of a batch as one grid_sample (this toolkit), one roi_align, and a per-image loop
    with F.interpolate and a host synchronisation per image (how earlier WS-DAN code did it).
 3. loader: the DataLoader alone (decode, resize, augment) on a folder of photos, as they are and pre-resized with
@@ -25,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the default --loader-dir is ../shared/data/cars beside the checkout
 
 VARIANTS = ("fp32", "amp", "channels-last", "amp+channels-last", "compile")
 
@@ -57,31 +57,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device, steps: int, warmup: int) -> float:
-    """Seconds per call, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
-
 def measure_variant(args: argparse.Namespace, variant: str) -> dict:
     """images/s of a WS-DAN step, 3 plain steps and a prediction step, and peak memory, for one variant."""
-    import resource
-
     import torch
 
+    from ws_dan.benchmark import current_rss_bytes, peak_rss_bytes, random_batch, time_per_call
     from ws_dan.engine import StepConfig, baseline_step, train_step
     from ws_dan.model import ModelConfig, create_model
     from ws_dan.utils import amp_dtype, resolve_device
@@ -90,17 +70,14 @@ def measure_variant(args: argparse.Namespace, variant: str) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _current_rss_mib()
+    rss_before = current_rss_bytes() / 2 ** 20
     amp = amp_dtype("amp" in variant, device)
     channels_last = "channels-last" in variant
     torch.manual_seed(0)
     size, b = args.image_size, args.batch_size
     cfg = StepConfig()
     results = {"variant": variant, "amp": str(amp).replace("torch.", "") if amp else "-"}
-    images = torch.randn(b, 3, size, size, device=device)
-    targets = torch.randint(0, args.num_classes, (b,), device=device)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images, targets = random_batch(b, size, args.num_classes, device, channels_last)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     for method in ("wsdan", "baseline"):
         model = create_model(ModelConfig(backbone=args.model, method=method, num_classes=args.num_classes,
@@ -111,38 +88,27 @@ def measure_variant(args: argparse.Namespace, variant: str) -> dict:
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         model.train()
         if method == "wsdan":
-            secs = _time(lambda: train_step(forward, images, targets, opt, cfg, scaler, amp), device, args.steps,
-                         args.warmup)
+            secs = time_per_call(lambda: train_step(forward, images, targets, opt, cfg, scaler, amp),  # noqa: B023
+                                 device, args.steps, args.warmup)
             results["wsdan_train_img_s"] = b / secs
             model.eval()
             with torch.no_grad():
                 def predict_step():
                     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        model.predict_logits(images)
-                secs = _time(predict_step, device, args.steps, args.warmup)
+                        model.predict_logits(images)  # noqa: B023
+                secs = time_per_call(predict_step, device, args.steps, args.warmup)
             results["predict_img_s"] = b / secs
         else:
-            secs = _time(lambda: baseline_step(forward, images, targets, opt, cfg, scaler, amp), device, args.steps,
-                         args.warmup)
+            secs = time_per_call(lambda: baseline_step(forward, images, targets, opt, cfg, scaler, amp),  # noqa: B023
+                                 device, args.steps, args.warmup)
             results["plain_train_img_s"] = b / secs
     # WS-DAN sees each image three times; three plain steps are the same amount of backbone work.
     results["wsdan_overhead"] = (results["plain_train_img_s"] / 3) / results["wsdan_train_img_s"] - 1
     if device.type == "cuda":
         results["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:  # peak resident memory of this process minus what it held before the models were built
-        results["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+        results["peak_mib"] = peak_rss_bytes() / 2 ** 20 - rss_before
     return results
-
-
-def _current_rss_mib() -> float:
-    """Resident memory now (Linux /proc; 0 elsewhere, which makes the CPU figure the process peak)."""
-    try:
-        with open("/proc/self/statm") as f:
-            import os
-
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def bench_steps(args: argparse.Namespace, device) -> list[dict]:
@@ -172,6 +138,7 @@ def bench_crop(args: argparse.Namespace, device) -> list[dict]:
     from torchvision.ops import roi_align
 
     from ws_dan.attention import attention_crop_boxes, crop_and_resize
+    from ws_dan.benchmark import time_per_call
 
     torch.manual_seed(0)
     b, s = args.crop_batch, args.crop_size
@@ -201,7 +168,7 @@ def bench_crop(args: argparse.Namespace, device) -> list[dict]:
     rows = []
     for name, fn in (("batched grid_sample (this toolkit)", batched), ("batched roi_align", with_roi_align),
                      ("per-image loop, F.interpolate", per_image_loop)):
-        secs = _time(fn, device, max(args.steps, 3), 1)
+        secs = time_per_call(fn, device, max(args.steps, 3), 1)
         rows.append({"method": name, "ms": secs * 1000})
     base = rows[0]["ms"]
     for r in rows:
@@ -231,7 +198,7 @@ def bench_loader(args: argparse.Namespace) -> list[dict]:
             samples = unlabeled_samples(folder).samples
             transform = build_train_transform(args.image_size, (0.5,) * 3, (0.25,) * 3)
             loader = make_loader(ImageDataset(samples, transform), args.batch_size, args.workers, train=True)
-            for epoch in range(2):  # the first pass warms the page cache and the workers
+            for _ in range(2):  # the first pass warms the page cache and the workers
                 start = time.perf_counter()
                 n = sum(len(batch.images) for batch in loader)
                 secs = time.perf_counter() - start
@@ -243,18 +210,12 @@ def bench_loader(args: argparse.Namespace) -> list[dict]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
-    head = "| " + " | ".join(c[1] for c in cols) + " |"
-    sep = "|" + "|".join("---" for _ in cols) + "|"
-    body = ["| " + " | ".join(format(r[c[0]], c[2]) if c[2] else str(r[c[0]]) for c in cols) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
-
-
 def main(args: argparse.Namespace) -> dict:
     import platform
 
     import torch
 
+    from ws_dan.benchmark import markdown_table as _table
     from ws_dan.utils import resolve_device
 
     if args.one:

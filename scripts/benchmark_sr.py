@@ -19,10 +19,6 @@ over the resident size just before the timed calls (the working memory of the en
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -44,24 +40,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="also write the table here")
     p.add_argument("--seed", type=int, default=0)
     return p
-
-
-def _rss_bytes() -> int:
-    """Current resident set size (Linux /proc; elsewhere 0)."""
-    import os
-
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
 class _Enough(Exception):
@@ -98,6 +76,7 @@ def measure(model_name: str, size: tuple[int, int], scale: int, tile: int, overl
 
     from super_resolution.dbpn import build_dbpn
     from super_resolution.inference import super_resolve_image, tile_spans
+    from ws_dan.benchmark import current_rss_bytes, peak_rss_bytes, sync
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -108,16 +87,12 @@ def measure(model_name: str, size: tuple[int, int], scale: int, tile: int, overl
     w, h = size
     image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
     super_resolve_image(net, image.crop((0, 0, min(w, 64), min(h, 64))), scale, tile, overlap, dev)  # warm-up
-    sync()
+    sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-    rss_before = _rss_bytes()
+    rss_before = current_rss_bytes()
     if tile > 0:
         spans_h, spans_w = tile_spans(h, tile, overlap), tile_spans(w, tile, overlap)
     else:
@@ -132,7 +107,7 @@ def measure(model_name: str, size: tuple[int, int], scale: int, tile: int, overl
             assert out.size == (w * scale, h * scale)
         except _Enough:
             partial = True
-        sync()
+        sync(dev)
         # time for the whole image: measured, or scaled from the tiles done by their share of the pixels
         times.append((time.perf_counter() - t0) * total_pixels / model.pixels)
     n_tiles = len(spans_h) * len(spans_w)
@@ -146,7 +121,7 @@ def measure(model_name: str, size: tuple[int, int], scale: int, tile: int, overl
                    working_mib=round((torch.cuda.max_memory_allocated(dev) - base) / 2**20, 1),
                    memory="torch.cuda.max_memory_allocated")
     else:
-        peak = _peak_rss_bytes()
+        peak = peak_rss_bytes()
         row.update(peak_mib=round(peak / 2**20, 1), working_mib=round(max(peak - rss_before, 0) / 2**20, 1),
                    memory="peak RSS (getrusage ru_maxrss); working = peak - RSS before the timed calls")
     return row
@@ -163,8 +138,8 @@ def main(args: argparse.Namespace) -> dict:
     """Run every (model, size) pair; prints the table and returns {"rows": [...]}."""
     import multiprocessing as mp
 
-    from ws_dan.utils import fail, resolve_device
     from ws_dan.io import write_csv
+    from ws_dan.utils import fail, resolve_device
 
     sizes = []
     for text in args.sizes:

@@ -10,10 +10,7 @@ export.py use directly; the converted network gives the same logits as the origi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -11,20 +11,16 @@ the same time. Each step prints the equivalent command line, so the demo doubles
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from ws_dan.cli_types import nonneg_int, positive_int
 
-import predict  # noqa: E402
-import train  # noqa: E402
-
-from data_tools.synthetic import make_sample_dataset  # noqa: E402
-from ws_dan.backbones import PretrainedWeightsError, create_backbone  # noqa: E402
+SCRIPTS = Path(__file__).resolve().parent
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -32,22 +28,47 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
     p.add_argument("--output-dir", "--od", default="demo_output", help="data, run and predictions go here")
     p.add_argument("--pretrained-path", default=None, help="local ImageNet MobileNetV2 weights (offline machines)")
-    p.add_argument("--train-per-class", type=int, default=80, help="sample images per class for training")
-    p.add_argument("--test-per-class", type=int, default=20, help="sample images per class for testing")
-    p.add_argument("-e", "--epochs", type=int, default=6)
-    p.add_argument("-b", "--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("-j", "--workers", type=int, default=2)
+    p.add_argument("--train-per-class", type=positive_int, default=80, help="sample images per class for training")
+    p.add_argument("--test-per-class", type=positive_int, default=20, help="sample images per class for testing")
+    p.add_argument("-e", "--epochs", type=positive_int, default=6)
+    p.add_argument("-b", "--batch-size", type=positive_int, default=16)
+    p.add_argument("--image-size", type=positive_int, default=112)
+    p.add_argument("-j", "--workers", type=nonneg_int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
-def _run(script, argv: list[str]):
-    print(f"\n$ python scripts/{Path(script.__file__).name} {shlex.join(argv)}", flush=True)
-    return script.main(script.get_args_parser().parse_args(argv))
+def _train(argv: list[str]) -> dict:
+    """train.py's recipe, in this process (the library call behind scripts/train.py)."""
+    from ws_dan.classification import TrainSetupError, get_train_parser, train_classifier
+    from ws_dan.trainer import TrainingError, TrainingInterrupted
+    from ws_dan.utils import fail
+
+    print(f"\n$ python scripts/train.py {shlex.join(argv)}", flush=True)
+    try:
+        return train_classifier(get_train_parser().parse_args(argv))
+    except (TrainSetupError, TrainingError) as e:
+        fail(str(e))
+    except TrainingInterrupted:
+        raise SystemExit(130) from None
+
+
+def _predict(argv: list[str], output_dir: Path) -> dict:
+    """scripts/predict.py as its own process (a script does not import another); its metrics.json."""
+    from ws_dan.utils import fail
+
+    print(f"\n$ python scripts/predict.py {shlex.join(argv)}", flush=True)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "predict.py"), *argv])
+    if done.returncode != 0:
+        fail(f"scripts/predict.py stopped with exit status {done.returncode} (its message is above)",
+             code=done.returncode)
+    return json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
 def main(args: argparse.Namespace) -> dict:
+    from data_tools.synthetic import make_sample_dataset
+    from ws_dan.backbones import PretrainedWeightsError, create_backbone
+
     out = Path(args.output_dir)
     data_dir, run_dir, pred_dir = out / "data", out / "run", out / "predictions"
     start = time.time()
@@ -70,12 +91,12 @@ def main(args: argparse.Namespace) -> dict:
                   "make demo DEMO_WEIGHTS=path/to/mobilenet_v2-b0353104.pth\n")
             weights = ["--no-pretrained"]
 
-    _run(train, ["--data-dir", str(data_dir), "--save-dir", str(run_dir), "-m", "mobilenet_v2",
-                 "--image-size", str(args.image_size), "-e", str(args.epochs), "-b", str(args.batch_size),
-                 "-j", str(args.workers), "--seed", str(args.seed), "--sf", "0", "--device", "cpu", *weights])
-    metrics = _run(predict, ["--data-dir", str(data_dir / "test"), "--ckpt-path", str(run_dir / "best.pt"),
-                             "--output-dir", str(pred_dir), "-j", str(args.workers), "--device", "cpu",
-                             "--save-attention", "8"])
+    _train(["--data-dir", str(data_dir), "--save-dir", str(run_dir), "--overwrite", "-m", "mobilenet_v2",
+            "--image-size", str(args.image_size), "-e", str(args.epochs), "-b", str(args.batch_size),
+            "-j", str(args.workers), "--seed", str(args.seed), "--sf", "0", "--device", "cpu", *weights])
+    metrics = _predict(["--data-dir", str(data_dir / "test"), "--ckpt-path", str(run_dir / "best.pt"),
+                        "--output-dir", str(pred_dir), "-j", str(args.workers), "--device", "cpu",
+                        "--save-attention", "8", "--overwrite"], pred_dir)
 
     print("\n" + "=" * 72)
     print(f"WS-DAN demo finished in {time.time() - start:.0f} s "

@@ -13,10 +13,7 @@ the bicubic baseline is measured.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -68,12 +65,12 @@ def main(args: argparse.Namespace) -> dict:
     import numpy as np
     from PIL import Image
 
-    from ws_dan.images import UnreadableImageError, find_images, open_image
     from super_resolution.inference import super_resolve_image
     from super_resolution.metrics import bicubic_down, bicubic_up, modcrop, psnr_y, ssim_y
     from super_resolution.weights import SRWeightsError, load_sr_model
-    from ws_dan.utils import fail, resolve_device, setup_logging
+    from ws_dan.images import UnreadableImageError, find_images, open_image
     from ws_dan.io import write_csv, write_json
+    from ws_dan.utils import fail, resolve_device, setup_logging
 
     log = setup_logging(None, args.verbose)
     hr_dir = Path(args.hr_dir)

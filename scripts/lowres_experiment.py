@@ -15,12 +15,12 @@ super-resolution network recovers.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+SCRIPTS = Path(__file__).resolve().parent
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -42,12 +42,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    import predict
-
     from data_tools.common import DataToolError
     from data_tools.downsample import downsample_dataset
-    from ws_dan.utils import fail
     from ws_dan.io import atomic_write
+    from ws_dan.utils import fail
 
     out = Path(args.output_dir)
     small = out / f"downsampled_{args.size}"
@@ -59,16 +57,22 @@ def main(args: argparse.Namespace) -> list[dict]:
     common = ["--ckpt-path", args.ckpt_path, "-b", str(args.batch_size), "-j", str(args.workers), "--device",
               args.device, "--csv-labels-path", "folder", "--progress" if args.progress else "--no-progress"]
     runs = [("original", args.data_dir, []), (f"down-sampled to {args.size} px", small, []),
-            (f"down-sampled + super-resolution", small,
+            ("down-sampled + super-resolution", small,
              ["--sr-model", args.sr_model, "--sr-max-area", str(args.sr_max_area), "--sr-tile", str(args.sr_tile)])]
     rows = []
     for (name, data, extra), folder in zip(runs, ("pred_original", "pred_downsampled", "pred_super_resolved")):
         argv = ["--data-dir", str(data), "--output-dir", str(out / folder), *common, *extra]
         print(f"\n== {name}: python scripts/predict.py {' '.join(argv)}", flush=True)
-        metrics = predict.main(predict.get_args_parser().parse_args(argv))
+        # predict.py in its own process (a script does not import another); its metrics.json is the result
+        done = subprocess.run([sys.executable, str(SCRIPTS / "predict.py"), *argv])
+        if done.returncode != 0:
+            fail(f"scripts/predict.py stopped with exit status {done.returncode} on {data} (its message is above)",
+                 code=done.returncode)
+        metrics = json.loads((out / folder / "metrics.json").read_text(encoding="utf-8"))
         rows.append({"images": name, "top1": metrics["top1"], "top5": metrics["top5"], "f1": metrics["f1_macro"],
                      "n": metrics["num_images"], "enlarged": metrics.get("super_resolved_images", "")})
-    lines = ["| validation images | top-1 % | top-5 % | macro F1 | images | super-resolved |", "|---|---|---|---|---|---|"]
+    lines = ["| validation images | top-1 % | top-5 % | macro F1 | images | super-resolved |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['images']} | {r['top1']:.2f} | {r['top5']:.2f} | {r['f1']:.4f} | {r['n']} | {r['enlarged']} |"
               for r in rows]
     table = (f"Classifier {args.ckpt_path}, super-resolution {args.sr_model}, validation {args.data_dir}\n\n"

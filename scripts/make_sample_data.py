@@ -11,15 +11,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-# Make `import data_tools` work from a plain checkout as well as an editable install.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from data_tools.synthetic import MAX_CLASSES, MIN_CLASSES, make_sample_dataset  # noqa: E402
+from data_tools.synthetic import MAX_CLASSES, MIN_CLASSES, make_sample_dataset
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -8,10 +8,7 @@ Uses the same transforms as train.py (ws_dan.augment); `--augment` takes one nam
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -30,10 +27,10 @@ def main(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image, ImageDraw
 
-    from ws_dan.images import UnreadableImageError, open_image
     from ws_dan.augment import NightAugment, build_train_transform, parse_augment
-    from ws_dan.utils import fail
+    from ws_dan.images import UnreadableImageError, open_image
     from ws_dan.io import atomic_write
+    from ws_dan.utils import fail
 
     names = parse_augment(args.augment)
     try:

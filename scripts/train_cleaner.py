@@ -11,20 +11,20 @@ search also brings: interiors, parts, adverts, logos...), a few dozen each or mo
 with balanced class weights, since the two folders are rarely the same size. Every train.py flag works here
 (-m, --image-size, -e, -b, --lr, --pretrained-path, --augment, -c to resume...). SAVE_DIR receives train.py's
 outputs, cleaner.pt (a copy of last.pt, or of best.pt with --select best) and cleaner_eval.json: precision and
-recall of removing the held-out unwanted images at --threshold.
+recall of removing the held-out unwanted images at --threshold. A SAVE_DIR that already holds a run is refused
+(before the split is written) unless -c resumes it or --overwrite replaces it.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # train.py, whose flags and engine are reused
+from ws_dan.classification import get_train_parser  # train.py's flags (imports only what --help needs)
+from ws_dan.cli_types import open_unit_float, unit_float
 
-import train as train_script  # noqa: E402  (imports only what train.py's --help needs)
-
+#: Files the cleaner writes into SAVE_DIR besides train.py's (removed with --overwrite).
+CLEANER_FILES = ("cleaner.pt", "cleaner_eval.json")
 #: Model settings used unless given (or taken from the checkpoint with -c, as train.py does).
 MODEL_DEFAULTS = dict(method="baseline", model="mobilenet_v2", image_size=224)
 HELP = {
@@ -39,15 +39,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train a two-class wanted/unwanted image classifier (train.py's engine, baseline method)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help, conflict_handler="resolve",
-        parents=[train_script.get_args_parser(add_help=False)])
+        parents=[get_train_parser(add_help=False)])
     p.add_argument("--data-dir", "--dd", required=True,
                    help="folder with wanted/ and unwanted/ sub-folders of sorted example images (only read)")
     p.add_argument("--save-dir", "--sd", required=True,
                    help="folder for the split (data/), checkpoints (cleaner.pt), metrics and logs")
-    p.add_argument("--test-ratio", type=float, default=0.2, help="share of each folder held out for validation")
+    p.add_argument("--test-ratio", type=open_unit_float, default=0.2,
+                   help="share of each folder held out for validation")
     p.add_argument("--link", action=argparse.BooleanOptionalAction, default=True,
                    help="hard-link the images into SAVE_DIR/data (else copy)")
-    p.add_argument("--threshold", type=float, default=0.5,
+    p.add_argument("--threshold", type=unit_float, default=0.5,
                    help="p(unwanted) at or above which the held-out evaluation counts an image as removed")
     p.add_argument("--select", choices=["last", "best"], default="last",
                    help="the checkpoint copied to SAVE_DIR/cleaner.pt: the last epoch, or train.py's best.pt (first "
@@ -64,12 +65,20 @@ def main(args: argparse.Namespace) -> dict:
     from data_tools.clean import check_sorted_folder, prepare_cleaner_split, removal_metrics, score_images
     from data_tools.common import DataToolError, copy_file, scan_dataset
     from ws_dan.checkpoint import CheckpointError
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.classification import TrainSetupError, train_classifier
     from ws_dan.io import write_json
+    from ws_dan.run_dir import RunDirError, check_run_dir
+    from ws_dan.trainer import TrainingError, TrainingInterrupted
+    from ws_dan.utils import fail, setup_logging
 
     log = setup_logging(verbose=args.verbose)
     save_dir = Path(args.save_dir)
     split_dir = save_dir / "data"
+    try:
+        check_run_dir(save_dir, [args.data_dir], resume=bool(args.ckpt), overwrite=args.overwrite,
+                      extra=CLEANER_FILES)
+    except RunDirError as e:
+        fail(str(e))
     try:
         counts = check_sorted_folder(args.data_dir)
         log.info("%s: %d wanted, %d unwanted image(s)", args.data_dir, counts["wanted"], counts["unwanted"])
@@ -87,7 +96,13 @@ def main(args: argparse.Namespace) -> dict:
         for key, value in MODEL_DEFAULTS.items():
             if getattr(train_args, key) is None:
                 setattr(train_args, key, value)
-    row = train_script.main(train_args)
+    try:
+        # The split lives inside SAVE_DIR by design: the run folder is checked against the source folder instead.
+        row = train_classifier(train_args, data_dirs=[args.data_dir], extra_files=CLEANER_FILES)
+    except (TrainSetupError, TrainingError) as e:
+        fail(str(e))
+    except TrainingInterrupted:
+        raise SystemExit(130) from None
 
     # The cleaner: a validation split of a few dozen images reaches 100% top-1 within an epoch or two, and train.py
     # keeps the *first* best epoch, so by default the end of the (cosine-decayed) schedule is used instead.

@@ -13,12 +13,12 @@ the Y channel with the border cropped, beside the bicubic baseline on the same c
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -28,12 +28,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ws_dan.images import UnreadableImageError, find_images, open_image
+from ws_dan.io import PathLike
 
-from .inference import image_to_tensor, tiled_forward, tensor_to_image
+from .inference import image_to_tensor, tensor_to_image, tiled_forward
 from .metrics import bicubic_down, bicubic_up, modcrop, psnr_y, ssim_y
 
-from ws_dan.io import PathLike
-log = logging.getLogger("ws_dan")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +67,23 @@ def scan_hr_images(dirs: Iterable[PathLike], min_side: int, strict: bool = False
             else:
                 usable.append(HRImage(path, size))
     return usable, rejected
+
+
+def hold_out(images: Sequence[HRImage], fraction: float, seed: int) -> tuple[list[HRImage], list[HRImage]]:
+    """(train, validation): ``round(n * fraction)`` images (at least 1 when n > 1) drawn by a seeded permutation,
+    both lists in their original order, so the same seed holds out the same images."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(images), generator=g).tolist()
+    n_val = max(1, round(len(images) * fraction)) if len(images) > 1 else 0
+    return [images[i] for i in sorted(order[n_val:])], [images[i] for i in sorted(order[:n_val])]
+
+
+def metrics_row(epoch: int, train: dict, val: dict, lr: float, seconds: float) -> dict:
+    """train_sr.py's metrics.csv row (the trainer's ``make_row``): L1, steps, patches, PSNR/SSIM vs bicubic."""
+    return {"epoch": epoch, "train_l1": round(train["loss"], 5), "steps": train["steps"],
+            "patches": train["patches"], "val_psnr": round(val["psnr"], 3), "val_ssim": round(val["ssim"], 4),
+            "val_bicubic_psnr": round(val["bicubic_psnr"], 3), "val_bicubic_ssim": round(val["bicubic_ssim"], 4),
+            "lr": lr, "seconds": round(seconds, 1)}
 
 
 def augment_pair(lr: Image.Image, hr: Image.Image, k: int) -> tuple[Image.Image, Image.Image]:

@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, TINY_TRAIN, run_script, script
+
 from ws_dan.checkpoint import load_checkpoint
 
 SCRIPTS = ["train", "predict", "make_sample_data", "demo", "convert_checkpoint", "export", "compare_methods",
-           "preview_augment", "benchmark", "prepare_cache", "lowres_experiment"]
+           "preview_augment", "benchmark", "prepare_cache", "lowres_experiment", "train_cleaner", "train_sr"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -68,7 +68,8 @@ def test_resume_ends_with_the_same_weights(tiny_data, tmp_path):
     common = ["--dd", str(tiny_data), *TINY_TRAIN, "--sf", "0", "--seed", "3"]
     run_script("train", [*common, "--sd", str(tmp_path / "straight"), "-e", "3"])
     run_script("train", [*common, "--sd", str(tmp_path / "split"), "-e", "1"])
-    run_script("train", [*common, "--sd", str(tmp_path / "split"), "-e", "3", "-c", str(tmp_path / "split" / "last.pt")])
+    run_script("train", [*common, "--sd", str(tmp_path / "split"), "-e", "3",
+                         "-c", str(tmp_path / "split" / "last.pt")])
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3

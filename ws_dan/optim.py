@@ -7,12 +7,14 @@ PyTorch removed, so it fails on a current install; this is a re-implementation o
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Optional
 
 import torch
 from torch.optim import Optimizer
 
 OPTIMIZERS = ("sgd", "adamw", "adabound")
+SCHEDULERS = ("plateau", "cosine", "step")
 
 
 class AdaBound(Optimizer):
@@ -94,12 +96,41 @@ def build_optimizer(name: str, params: Iterable, lr: float, momentum: float = 0.
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
+def build_scheduler(name: str, optimizer: Optimizer, epochs: int, gamma: Optional[float] = None,
+                    patience: int = 3, step_size: int = 2) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule, stepped once per epoch (see :func:`step_scheduler`).
+
+    plateau  lr x ``gamma`` (default 0.1) after ``patience`` epochs without a lower validation loss (the
+             reference project's choice)
+    step     lr x ``gamma`` (default 0.9) every ``step_size`` epochs (WS-DAN.PyTorch: 0.9 every 2)
+    cosine   lr_t = lr_0 (1 + cos(pi t / epochs)) / 2, down to 0 at the last epoch
+    """
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=gamma or 0.1,
+                                                          patience=patience)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma or 0.9)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    raise ValueError(f"unknown learning-rate scheduler {name!r}; choose one of {SCHEDULERS}")
+
+
+def step_scheduler(scheduler, val_loss: Optional[float] = None) -> None:
+    """End-of-epoch step: ReduceLROnPlateau needs the validation loss, the others only count epochs."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
 def balanced_class_weights(targets: Iterable[int], num_classes: int) -> torch.Tensor:
     """scikit-learn's ``class_weight="balanced"``: n_samples / (n_classes * count(class)).
 
     Classes with no training image get weight 0 (they cannot appear as targets anyway)."""
-    from sklearn.utils.class_weight import compute_class_weight
     import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
 
     targets = np.asarray(list(targets))
     present = np.unique(targets)

@@ -7,18 +7,18 @@ without paying for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NoReturn, Optional, Union
 
 from .io import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
 
 
 def default_workers() -> int:
@@ -39,7 +39,7 @@ def parse_gpu_ids(text: Optional[str]) -> list[int]:
         raise argparse.ArgumentTypeError(f"--gpu-ids expects comma-separated integers like 0,1; got {text!r}") from None
 
 
-def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> "torch.device":
+def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> torch.device:
     """``auto`` -> CUDA when present, else the CPU; ``--gpu-ids`` picks the first listed GPU."""
     import torch
 
@@ -56,7 +56,7 @@ def resolve_device(name: str = "auto", gpu_ids: Sequence[int] = ()) -> "torch.de
     return torch.device(name)
 
 
-def wrap_data_parallel(model: "torch.nn.Module", device: "torch.device", gpu_ids: Sequence[int]) -> "torch.nn.Module":
+def wrap_data_parallel(model: torch.nn.Module, device: torch.device, gpu_ids: Sequence[int]) -> torch.nn.Module:
     """Several ``--gpu-ids`` on one machine: split each batch over them with nn.DataParallel.
 
     (torchrun + DistributedDataParallel scales better; DataParallel keeps the reference project's flag working.)
@@ -68,7 +68,7 @@ def wrap_data_parallel(model: "torch.nn.Module", device: "torch.device", gpu_ids
     return model
 
 
-def amp_dtype(enabled: bool, device: "torch.device", log: Optional[logging.Logger] = None) -> "Optional[torch.dtype]":
+def amp_dtype(enabled: bool, device: torch.device, log: Optional[logging.Logger] = None) -> Optional[torch.dtype]:
     """bf16 where the GPU supports it (no loss scaling needed), else fp16; None (full precision) off CUDA."""
     import torch
 
@@ -103,32 +103,40 @@ def str2bool(text: Union[str, bool]) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+#: Top-level loggers of the project's packages (data_tools logs under "ws_dan.data_tools").
+PROJECT_LOGGERS = ("ws_dan", "super_resolution")
+
+
 def setup_logging(log_file: Optional[PathLike] = None, verbose: bool = False, name: str = "ws_dan") -> logging.Logger:
-    """Log to the console (through tqdm, so progress bars stay intact) and, optionally, to a file."""
-    log = logging.getLogger(name)
-    log.handlers.clear()
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
-    console = _TqdmHandler()
+    """Log ``name`` (and the other project loggers, when ``name`` is "ws_dan") to stderr and optionally a file.
+
+    Plain handlers: around a loop with progress bars, :func:`tqdm_logging` routes the console lines through
+    ``tqdm.write`` so they do not break the bars. Calling it again replaces (and closes) the handlers it set."""
+    names = [name] + ([n for n in PROJECT_LOGGERS if n != name] if name == "ws_dan" else [])
+    console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-    return log
+        handlers.append(handler)
+    for n in names:
+        logger = logging.getLogger(n)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+            old.close()  # a FileHandler left open would keep the previous run's train.log open
+        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+        logger.propagate = False
+        for h in handlers:
+            logger.addHandler(h)
+    return logging.getLogger(name)
 
 
-class _TqdmHandler(logging.StreamHandler):
-    """Console handler that writes through ``tqdm.write`` so log lines do not break a progress bar."""
+def tqdm_logging() -> contextlib.AbstractContextManager:
+    """Inside the block, console log lines of the project loggers go through tqdm (bars stay intact)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
-
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
+    return logging_redirect_tqdm(loggers=[logging.getLogger(n) for n in PROJECT_LOGGERS])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
