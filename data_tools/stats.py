@@ -143,6 +143,9 @@ def dataset_stats(data_dir, output_dir, area_threshold: int = DEFAULT_AREA_THRES
     result = {"data_dir": str(data_dir), "area_threshold": area_threshold, "overall": summarise(records, area_threshold),
               "splits": per_split, "class_balance": imbalance, "skipped": len(skipped),
               "skipped_files": [{"path": str(s.path), "reason": s.reason} for s in skipped]}
+    from data_tools.attribution import read_license_counts  # ATTRIBUTION.csv written by merge_data.py
+
+    result["images_per_license"] = read_license_counts(data_dir)
     plot_size_histogram(records, out / "size_histogram.png", area_threshold)
     plot_class_balance(counts, out / "class_balance.png")
     write_json(out / "stats.json", result)

@@ -12,12 +12,9 @@ validate_images.py to decode every file.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-
-from data_tools.common import add_job_flags  # noqa: E402
+from data_tools.common import add_job_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -34,10 +31,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Measure; returns the content of OUTPUT_DIR/stats.json."""
     from data_tools.common import DataToolError, format_table
-    from ws_dan.images import UnreadableImageError
     from data_tools.stats import dataset_stats
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.images import UnreadableImageError
     from ws_dan.io import read_csv_rows
+    from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)
     try:
@@ -55,6 +52,9 @@ def main(args: argparse.Namespace) -> dict:
                               "area median", "area p95", "formats"]))
     for split, b in s["class_balance"].items():
         print(f"{split}: {b['min_per_class']} to {b['max_per_class']} images per class (ratio {b['max_over_min']})")
+    if s.get("images_per_license"):
+        print("images per licence (ATTRIBUTION.csv): "
+              + ", ".join(f"{name} {n}" for name, n in s["images_per_license"].items()))
     if s["skipped"]:
         print(f"{s['skipped']} file(s) skipped (not images or unreadable headers); see stats.json")
     print(f"tables and charts in {args.output_dir}: stats_per_class.csv, image_sizes.csv, stats.json, "

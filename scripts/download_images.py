@@ -10,17 +10,16 @@ fetched; each file is capped at --max-bytes while it streams, must decode as an 
 as an RGB JPEG named from a hash of its URL in OUTPUT_DIR/<class>/ (class names are made safe as folder names).
 Redirects are followed within the same limits. Images that duplicate one already in OUTPUT_DIR or in a
 --reference folder are not saved. OUTPUT_DIR receives download_manifest.csv (url, class, status, reason, path,
-sha256, ...) and download_report.json. Running the same command again skips the URLs already done and retries
+sha256, ..., and the licence columns of the URL list: source, license, license_version, license_url, creator,
+attribution, landing_url) and download_report.json. Nothing is written outside OUTPUT_DIR: a class folder that is
+a symbolic link is refused (one line per class). Running the same command again skips the URLs already done and retries
 the transient failures (timeouts, connection errors, HTTP 5xx / 429).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
 
 # Defaults repeated from data_tools.download, so that --help imports nothing heavy.
 DEFAULT_WORKERS, DEFAULT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_MAX_BYTES = 8, 15.0, 2, 20 * 1024 * 1024
@@ -78,8 +77,8 @@ def main(args: argparse.Namespace) -> dict:
     """Download; returns the summary (also written to OUTPUT_DIR/download_report.json)."""
     from data_tools.common import DataToolError, format_table
     from data_tools.download import USER_AGENT, DownloadSettings, download_images
-    from ws_dan.utils import fail, setup_logging
     from ws_dan.io import read_csv_rows
+    from ws_dan.utils import fail, setup_logging
 
     setup_logging(verbose=args.verbose)
     settings = DownloadSettings(
@@ -111,6 +110,8 @@ def main(args: argparse.Namespace) -> dict:
     problems = [r for r in read_csv_rows(s["manifest"]) if r["status"] in ("failed", "error")]
     for r in problems[:8]:
         print(f"  {r['status']}: {r['url'][:100]}: {r['reason']}")
+    for label, why in s["refused_classes"].items():
+        print(f"  refused class {label!r}: {why}")
     print(f"images in {args.output_dir}/<class>/; manifest: {s['manifest']}")
     return s
 

@@ -20,12 +20,18 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_script
 from PIL import Image, ImageDraw
 
-from conftest import ROOT, run_script
 from data_tools.common import DataToolError
 from data_tools.download import (
-    DownloadSettings, FetchError, Fetcher, download_images, read_url_list, safe_folder_name, url_file_name,
+    DownloadSettings,
+    Fetcher,
+    FetchError,
+    download_images,
+    read_url_list,
+    safe_folder_name,
+    url_file_name,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -530,3 +536,56 @@ def test_help_runs(name):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout and "(default:" in out.stdout
+
+
+def test_symlinked_class_folder_is_refused_and_nothing_lands_outside(server, tmp_path, caplog):
+    """Issue 12.7: an image was written through a symlinked class folder to a place outside --output-dir."""
+    server.add("/a.jpg", encode(picture(70), "JPEG"))
+    server.add("/b.jpg", encode(picture(71), "JPEG"))
+    server.add("/c.jpg", encode(picture(72), "JPEG"))
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (out / "cars").symlink_to(outside, target_is_directory=True)
+    urls = write_csv_urls(tmp_path / "urls.csv", [(server.url("/a.jpg"), "cars"), (server.url("/b.jpg"), "cars"),
+                                                  (server.url("/c.jpg"), "trucks")])
+    with caplog.at_level("WARNING"):
+        s = download_images(urls, out, settings=FAST, hash_workers=1, overwrite=True)
+    assert list(outside.iterdir()) == []  # nothing written through the link
+    m = manifest(out)
+    for path in ("/a.jpg", "/b.jpg"):
+        assert m[server.url(path)]["status"] == "failed"
+        assert "class folder 'cars' is a symbolic link" in m[server.url(path)]["reason"]
+        assert m[server.url(path)]["attempts"] == "0"  # refused before any request
+    assert m[server.url("/c.jpg")]["status"] == "ok"
+    assert list(s["refused_classes"]) == ["cars"]
+    assert sum("symbolic link" in r.getMessage() for r in caplog.records) == 1  # one line per class
+    # a symlinked journal is refused too: appending would follow it
+    (out / ".download_journal.csv").symlink_to(outside / "journal.csv")
+    with pytest.raises(DataToolError, match="symbolic link"):
+        download_images(urls, out, settings=FAST, hash_workers=1)
+    assert list(outside.iterdir()) == []
+
+
+def test_manifest_keeps_the_licence_columns(server, tmp_path):
+    server.add("/a.jpg", encode(picture(80), "JPEG"))
+    urls = tmp_path / "urls.csv"
+    with open(urls, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["url", "class", "query", "rank", "source", "license", "license_version", "license_url",
+                    "creator", "attribution", "landing_url"])
+        w.writerow([server.url("/a.jpg"), "cars", "cars", 1, "openverse/flickr", "by-sa", "2.0",
+                    "https://creativecommons.org/licenses/by-sa/2.0/", "Jane Doe", '"A car" by Jane Doe, CC BY-SA 2.0',
+                    "https://www.flickr.com/photos/jane/123"])
+        w.writerow([server.url("/missing.jpg"), "cars", "cars", 2, "commons", "cc0", "", "", "", "", ""])
+    out = tmp_path / "out"
+    download_images(urls, out, settings=FAST, hash_workers=1)
+    m = manifest(out)
+    ok = m[server.url("/a.jpg")]
+    assert ok["status"] == "ok" and ok["license"] == "by-sa" and ok["creator"] == "Jane Doe"
+    assert ok["landing_url"] == "https://www.flickr.com/photos/jane/123" and ok["source"] == "openverse/flickr"
+    assert m[server.url("/missing.jpg")]["license"] == "cc0"  # failed rows keep them too
+    # a rerun carries the rows (and their columns) over
+    download_images(urls, out, settings=FAST, hash_workers=1)
+    assert manifest(out)[server.url("/a.jpg")]["attribution"].startswith('"A car"')

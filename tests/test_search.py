@@ -7,16 +7,22 @@ import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-
 from conftest import run_script
+
 from data_tools.common import DataToolError
-from data_tools.search import (
-    MAX_RESULTS, QuotaExceeded, RateLimiter, SearchClient, SearchError, make_query, search_images,
-)
 from data_tools.download import read_url_list
+from data_tools.search import (
+    MAX_RESULTS,
+    QuotaExceeded,
+    RateLimiter,
+    SearchClient,
+    SearchError,
+    make_query,
+    search_images,
+)
 
 KEY, CX = "test-key-123", "engine-456"
 
@@ -34,6 +40,7 @@ class FakeSearchApi:
         self.requests: list[dict] = []
         self.totals: dict[str, int] = {}
         self.failures: Counter = Counter()
+        self.malformed: dict = {}
         self.lock = threading.Lock()
         api = self
 
@@ -47,7 +54,7 @@ class FakeSearchApi:
                 with api.lock:
                     api.requests.append(q)
                 status, body, headers = api.answer(parts.path, q)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
@@ -66,7 +73,7 @@ class FakeSearchApi:
         self.server.server_close()
 
     @staticmethod
-    def error(code: int, message: str, reason: str, status: str) -> tuple[int, dict, dict]:
+    def error(code: int, message: str, reason: str, status: str) -> tuple[int, object, dict]:
         return code, {"error": {"code": code, "message": message, "status": status,
                                 "errors": [{"message": message, "domain": "global", "reason": reason}]}}, {}
 
@@ -75,7 +82,7 @@ class FakeSearchApi:
             self.failures[key] += 1
             return self.failures[key] == 1
 
-    def answer(self, path: str, q: dict) -> tuple[int, dict, dict]:
+    def answer(self, path: str, q: dict) -> tuple[int, object, dict]:
         if path != "/customsearch/v1":
             return 404, {"error": {"code": 404, "message": "Not Found"}}, {}
         if q.get("key") != KEY:
@@ -99,6 +106,12 @@ class FakeSearchApi:
             return self.error(403, "Rate Limit Exceeded", "rateLimitExceeded", "PERMISSION_DENIED")
         if "broken" in query and self.once(query):
             return self.error(500, "Backend Error", "backendError", "INTERNAL")
+        if query in self.malformed:  # an answer that is JSON of the wrong shape, or not JSON at all
+            return 200, self.malformed[query], {}
+        if "redirftp" in query:
+            return 302, b"", {"Location": "ftp://127.0.0.1/customsearch/v1"}
+        if "redirhost" in query:  # the same server under another host name: must not be followed
+            return 302, b"", {"Location": self.base_url.replace("127.0.0.1", "localhost") + "?" + urlencode(q)}
         if "badrequest" in query:
             return self.error(400, "Invalid value for imgType", "invalid", "INVALID_ARGUMENT")
         total = min(self.totals.get(query, 37), MAX_RESULTS)
@@ -257,7 +270,8 @@ def test_queries_and_inputs():
 def test_script_reads_credentials_from_the_environment(api, classes, tmp_path, monkeypatch, capsys):
     out = tmp_path / "urls.csv"
     argv = ["--data-dir", str(classes.parent), "--output", str(out), "--per-class", "12", "--min-interval", "0",
-            "--backoff", "0", "--api-base-url", api.base_url, "--no-progress", "--classes", "red_circle"]
+            "--backoff", "0", "--source", "google", "--api-base-url", api.base_url, "--no-progress",
+            "--classes", "red_circle"]
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_CSE_ID", raising=False)
     with pytest.raises(SystemExit) as e:
@@ -275,5 +289,81 @@ def test_script_reads_credentials_from_the_environment(api, classes, tmp_path, m
     assert "no such class" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an output inside the class folders is refused
         run_script("search_images", ["--data-dir", str(classes), "--output", str(classes / "red_circle" / "u.csv"),
-                                     "--api-base-url", api.base_url])
+                                     "--source", "google", "--api-base-url", api.base_url])
     assert "inside the dataset folder" in capsys.readouterr().err
+
+
+def _page(items, start_index=11):
+    return {"queries": {"nextPage": [{"startIndex": start_index}]}, "items": items}
+
+
+MALFORMED = {
+    "not json": b"<html>busy</html>",
+    "truncated": b'{"items": [{"link": "https://x/1.jpg"',
+    "top list": b'[{"link": "https://x/1.jpg"}]',
+    "items string": json.dumps({"items": "none", "queries": {}}).encode(),
+    "items number": json.dumps({"items": 3}).encode(),
+    "item string": json.dumps({"items": ["https://x/1.jpg"]}).encode(),
+    "queries list": json.dumps({"items": [{"link": "https://x/1.jpg"}], "queries": []}).encode(),
+    "start text": json.dumps(_page([{"link": "https://x/1.jpg"}], "eleven")).encode(),
+    "nextpage object": json.dumps({"items": [{"link": "https://x/1.jpg"}], "queries": {"nextPage": {}}}).encode(),
+}
+
+
+def test_malformed_answers_mark_the_class_incomplete(api, tmp_path):
+    """Issue 12.12: malformed API JSON: one line, the class incomplete, the run goes on, never a traceback."""
+    train = tmp_path / "train"
+    for name in (*MALFORMED, "fine car"):
+        (train / name).mkdir(parents=True)
+    for name, body in MALFORMED.items():
+        api.malformed[name] = body
+    out = tmp_path / "urls.csv"
+    s = search_images(train, out, client(api))
+    assert s["classes_complete"] == 1 and set(s["classes_incomplete"]) == set(MALFORMED)
+    for name, why in s["classes_incomplete"].items():
+        assert "malformed response" in why and "\n" not in why, (name, why)
+    assert "expected a list" in s["classes_incomplete"]["items string"]
+    assert "startIndex" in s["classes_incomplete"]["start text"]
+    assert {r["class"] for r in read_rows(out)} == {"fine car"}
+    report = json.loads((tmp_path / "urls_report.json").read_text())
+    assert report["classes"]["top list"]["complete"] is False and report["classes"]["fine car"]["complete"]
+    # --resume searches the incomplete classes again, and only them
+    api.malformed.clear()
+    api.requests.clear()
+    s2 = search_images(train, out, client(api), resume=True)
+    assert {r["q"] for r in api.requests} == set(MALFORMED) and s2["classes_complete"] == len(MALFORMED) + 1
+
+
+def test_redirects_stay_on_the_api_host_and_scheme(api, tmp_path):
+    """Issue 12.11: API redirects were followed to ftp:// and to other hosts."""
+    train = tmp_path / "train"
+    for name in ("redirftp car", "redirhost car", "fine car"):
+        (train / name).mkdir(parents=True)
+    s = search_images(train, tmp_path / "u.csv", client(api))
+    assert "non-http(s)" in s["classes_incomplete"]["redirftp car"]
+    assert "redirect to another host" in s["classes_incomplete"]["redirhost car"]
+    assert KEY not in json.dumps(s) and KEY not in (tmp_path / "u_report.json").read_text()
+    # only the first request reached the server: the redirect to "localhost" (the same server under another
+    # name, which the old client followed) was not requested, and a refused redirect is not retried
+    assert sum(1 for r in api.requests if r.get("q") == "redirhost car") == 1
+    assert s["classes_complete"] == 1
+
+
+@pytest.mark.parametrize("corrupt", [b'{"classes": {"a car": {"complete": tr', b"\x00\xff\xfe binary",
+                                     "caf\u00e9".encode("latin-1"), b'["a list"]', b'{"classes": ["a car"]}',
+                                     b'{"classes": {"a car": "yes"}}'])
+def test_resume_survives_a_corrupt_report(api, tmp_path, caplog, corrupt):
+    """--resume with a report that cannot be read: one warning, and every class is searched again."""
+    train = tmp_path / "train"
+    for name in ("a car", "b car"):
+        (train / name).mkdir(parents=True)
+    out = tmp_path / "urls.csv"
+    search_images(train, out, client(api))
+    (tmp_path / "urls_report.json").write_bytes(corrupt)
+    api.requests.clear()
+    with caplog.at_level("WARNING"):
+        s = search_images(train, out, client(api), resume=True)
+    assert s["classes_complete"] == 2 and {r["q"] for r in api.requests} == {"a car", "b car"}
+    assert Counter(r["class"] for r in read_rows(out)) == {"a car": 36, "b car": 36}  # no row twice
+    if corrupt not in (b'{"classes": {"a car": "yes"}}',):
+        assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 1
