@@ -5,7 +5,8 @@
 
 Labels come from class folders (D/<class>/...), from a CSV (--csv-labels-path labels.csv, columns set by
 --csv-headings image,label), or nowhere (image files or folders of images). Writes predictions.csv and
-probabilities.npy; with labels also metrics.json, per_class.csv and confusion_matrix.png. Class names come from
+probabilities.npy; with labels also metrics.json, per_class.csv and confusion_matrix.png; with --report also
+report.html (one self-contained page: metrics, tables, confusion matrix, worst errors). Class names come from
 the checkpoint. For up to 20 images, each one's top-k classes are printed too. The work is done by
 ws_dan.prediction (which images, the rows, the files) and ws_dan.engine.predict (the model).
 """
@@ -57,6 +58,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="tile size of the super-resolution (bounds memory)")
     p.add_argument("--save-attention", type=nonneg_int, default=0, metavar="N",
                    help="write attention heatmap overlays for the first N images")
+    p.add_argument("--report", action="store_true",
+                   help="also write report.html: one self-contained page with the metrics, per-class table, "
+                        "confusion matrix, most confused pairs and worst errors beside their attention heatmaps")
     p.add_argument("-b", "--batch-size", type=positive_int, default=32)
     p.add_argument("-j", "--workers", type=nonneg_int, default=default_workers())
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -110,7 +114,8 @@ def main(args: argparse.Namespace) -> dict:
         config = model.config
         found = find_inputs(inputs, config.class_names, args.csv_labels_path, args.csv_headings.split(","))
         named_files = [p for p in inputs if Path(p).is_file()] + [args.ckpt_path]
-        writer = PredictionWriter(out_dir, args.overwrite, inputs=named_files, scanned_dirs=found.scanned_dirs)
+        writer = PredictionWriter(out_dir, args.overwrite, inputs=named_files, scanned_dirs=found.scanned_dirs,
+                                  report=args.report)
         log = setup_logging(writer.path("predict.log"), args.verbose, name="ws_dan.predict")
     except (CheckpointError, DatasetError, OutputError) as e:
         fail(str(e))
@@ -178,6 +183,10 @@ def main(args: argparse.Namespace) -> dict:
     try:
         for n, (idx, attention) in enumerate(result.attention):
             writer.heatmap(n, dataset.samples[idx][0], attention, row_of[int(idx)])
+        if args.report:
+            writer.report(model, dataset, result, names, [r["image"] for r in rows], report, metrics, device=device,
+                          amp_dtype=dtype, batch_size=args.batch_size, thetas=args.tta_thetas if args.tta else None,
+                          flip=args.tta)
     except OutputError as e:
         fail(str(e))
     writer.finish()

@@ -1,10 +1,14 @@
-"""PNG outputs a person would rather look at than read: training curves, confusion matrix, attention heatmaps."""
+"""PNG outputs a person would rather look at than read: training curves, confusion matrix, attention heatmaps.
+
+Each plot goes to a path (written atomically) or to an open binary file (e.g. ``io.BytesIO``, so the HTML report
+can embed the PNG without a temporary file).
+"""
 
 from __future__ import annotations
 
 import math
-import os
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import BinaryIO, Optional, Union
 
 import matplotlib
 
@@ -13,15 +17,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .io import atomic_write# noqa: E402
+from .io import PathLike, atomic_write  # noqa: E402
 
-from .io import PathLike
+#: Where a plot goes: a file path, or a binary file object opened for writing.
+PlotTarget = Union[PathLike, BinaryIO]
 
 
-def _save(fig: "plt.Figure", path: PathLike, dpi: int = 100) -> None:
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+def _save(fig: plt.Figure, path: PlotTarget, dpi: int = 100) -> None:
+    try:
+        if hasattr(path, "write"):
+            fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+        else:
+            with atomic_write(path, "wb") as f:
+                fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # also when saving fails: a long run must not accumulate open figures
 
 
 def _column(rows: Sequence[dict], key: str) -> np.ndarray:
@@ -34,7 +44,7 @@ def _column(rows: Sequence[dict], key: str) -> np.ndarray:
     return np.array(values)
 
 
-def plot_curves(rows: Sequence[dict], path: PathLike) -> None:
+def plot_curves(rows: Sequence[dict], path: PlotTarget) -> None:
     """Loss, top-1 accuracy and learning rate per epoch, from the rows of metrics.csv."""
     epochs = _column(rows, "epoch")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -57,13 +67,25 @@ def plot_curves(rows: Sequence[dict], path: PathLike) -> None:
     _save(fig, path)
 
 
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: PathLike) -> None:
-    """Row-normalised confusion matrix (rows: true class, columns: predicted); counts written when small."""
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: PlotTarget,
+                          subset: Optional[Sequence[int]] = None, title: Optional[str] = None) -> None:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted); counts written when small.
+
+    ``subset``: show only these classes (rows and columns, in this order), e.g. the most confused ones of 196, so
+    that their names fit; each row is still normalised by the true class's full count, so a cell reads "fraction
+    of this class's images predicted as that one" whatever is left out.
+    """
+    cm = np.asarray(cm)
+    totals = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, totals, out=np.zeros_like(cm, dtype=float), where=totals > 0)
+    images = int(cm.sum())
+    if subset is not None:
+        idx = np.asarray(list(subset), dtype=int)
+        cm, norm = cm[np.ix_(idx, idx)], norm[np.ix_(idx, idx)]
+        class_names = [class_names[i] for i in idx]
     n = len(class_names)
     size = min(max(6.0, 0.25 * n + 3), 40.0)
     fig, ax = plt.subplots(figsize=(size, size))
-    totals = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, totals, out=np.zeros_like(cm, dtype=float), where=totals > 0)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     if n <= 40:
@@ -77,7 +99,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
                                 color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix ({int(cm.sum())} images)")
+    ax.set_title(title or f"confusion matrix ({images} images)")
     _save(fig, path)
 
 
@@ -91,7 +113,7 @@ def attention_overlay(image: Image.Image, attention: np.ndarray, alpha: float = 
     return Image.blend(image.convert("RGB"), Image.fromarray(colored), alpha)
 
 
-def save_attention_overlay(image: Image.Image, attention: np.ndarray, path: PathLike, title: str = "") -> None:
+def save_attention_overlay(image: Image.Image, attention: np.ndarray, path: PlotTarget, title: str = "") -> None:
     """Side by side: the image and its attention heatmap overlay, with a title (e.g. prediction vs truth)."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     axes[0].imshow(image)

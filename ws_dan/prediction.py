@@ -22,6 +22,7 @@ from .data import DatasetError, SampleList, class_folder_samples, csv_samples, p
 from .io import PathLike, atomic_write, write_csv, write_json
 from .metrics import Report
 from .owned_files import OutputError, OwnedOutputs, check_not_an_input, check_not_inside
+from .report import REPORT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ TOOL = "ws_dan.predict"
 #: Files predict.py may write in its output folder (besides ``attention/NNNN_<image>.png``).
 OUTPUT_FILES = ("predictions.csv", "probabilities.npy", "metrics.json", "per_class.csv", "confusion_matrix.png",
                 "predict.log")
+#: Written (and checked for a user's file of that name) only when asked for: ``--report``.
+OPTIONAL_FILES = (REPORT_FILE,)
 ATTENTION_DIR = "attention"
 #: Up to this many images, predict.py also prints each image's top-k classes.
 PRINT_LIMIT = 20
@@ -162,9 +165,11 @@ class PredictionWriter:
     """
 
     def __init__(self, output_dir: PathLike, overwrite: bool = False, inputs: Sequence[PathLike] = (),
-                 scanned_dirs: Sequence[PathLike] = ()):
+                 scanned_dirs: Sequence[PathLike] = (), report: bool = False):
         """``inputs``: files that must never be written (the images and checkpoint the user named);
-        ``scanned_dirs``: input folders, which neither the output folder nor its attention/ may be inside."""
+        ``scanned_dirs``: input folders, which neither the output folder nor its attention/ may be inside;
+        ``report``: report.html will be written too (so a user's report.html there is refused before any work,
+        and left alone when no report is asked for)."""
         self.dir = Path(output_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise OutputError(f"{self.dir}: is an existing file; expected a folder for the outputs (--output-dir)")
@@ -173,7 +178,7 @@ class PredictionWriter:
         self.inputs = [Path(p) for p in inputs]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.owned = OwnedOutputs(self.dir, TOOL)
-        self.owned.check(OUTPUT_FILES, overwrite, sub_dirs=(ATTENTION_DIR,))
+        self.owned.check(OUTPUT_FILES + (OPTIONAL_FILES if report else ()), overwrite, sub_dirs=(ATTENTION_DIR,))
         self.written: list[str] = []
 
     def path(self, name: str) -> Path:
@@ -209,6 +214,17 @@ class PredictionWriter:
         out = self.path(heatmap_name(n, image_path))
         save_attention_overlay(image, attention, out, heatmap_title(image_path, row))
         return out
+
+    def report(self, model: Any, dataset: Any, result: Any, class_names: Sequence[str], shown: Sequence[str],
+               report: Optional[Report] = None, metrics: Optional[dict[str, Any]] = None, **options: Any) -> Path:
+        """report.html (ws_dan.report): the page to look at, labelled when ``report`` is given. ``model``,
+        ``dataset`` and ``result`` are those of ws_dan.engine.predict; ``shown``: each row's path as in
+        predictions.csv; ``options``: device, amp_dtype, batch_size, thetas, flip (the attention maps of the
+        gallery images are computed with the same test-time views as the predictions)."""
+        from .report import write_prediction_report
+
+        return write_prediction_report(self.path(REPORT_FILE), model, dataset, result, class_names, shown=shown,
+                                       report=report, metrics=metrics, **options)
 
     def finish(self) -> list[str]:
         """Remove what an earlier run wrote and this one did not; returns those names."""
