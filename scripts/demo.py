@@ -38,31 +38,25 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def _train(argv: list[str]) -> dict:
-    """train.py's recipe, in this process (the library call behind scripts/train.py)."""
-    from ws_dan.classification import TrainSetupError, get_train_parser, train_classifier
-    from ws_dan.trainer import TrainingError, TrainingInterrupted
+def _run_script(name: str, argv: list[str]) -> None:
+    """scripts/<name>.py as its own process (a script does not import another), shown as the command a user would
+    type; its exit status ends the demo when it fails (130 after Ctrl-C, its own message already printed)."""
     from ws_dan.utils import fail
 
-    print(f"\n$ python scripts/train.py {shlex.join(argv)}", flush=True)
-    try:
-        return train_classifier(get_train_parser().parse_args(argv))
-    except (TrainSetupError, TrainingError) as e:
-        fail(str(e))
-    except TrainingInterrupted:
-        raise SystemExit(130) from None
-
-
-def _predict(argv: list[str], output_dir: Path) -> dict:
-    """scripts/predict.py as its own process (a script does not import another); its metrics.json."""
-    from ws_dan.utils import fail
-
-    print(f"\n$ python scripts/predict.py {shlex.join(argv)}", flush=True)
-    done = subprocess.run([sys.executable, str(SCRIPTS / "predict.py"), *argv])
-    if done.returncode != 0:
-        fail(f"scripts/predict.py stopped with exit status {done.returncode} (its message is above)",
-             code=done.returncode)
-    return json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    print(f"\n$ python scripts/{name}.py {shlex.join(argv)}", flush=True)
+    with subprocess.Popen([sys.executable, str(SCRIPTS / f"{name}.py"), *argv]) as child:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:
+                # The terminal sent Ctrl-C to the child too: let it finish its checkpoint and exit (130) rather
+                # than kill it mid-write, as subprocess.run would after a quarter of a second.
+                continue
+    if code == 130:
+        raise SystemExit(130)
+    if code != 0:
+        fail(f"scripts/{name}.py stopped with exit status {code} (its message is above)", code=code)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -91,12 +85,14 @@ def main(args: argparse.Namespace) -> dict:
                   "make demo DEMO_WEIGHTS=path/to/mobilenet_v2-b0353104.pth\n")
             weights = ["--no-pretrained"]
 
-    _train(["--data-dir", str(data_dir), "--save-dir", str(run_dir), "--overwrite", "-m", "mobilenet_v2",
-            "--image-size", str(args.image_size), "-e", str(args.epochs), "-b", str(args.batch_size),
-            "-j", str(args.workers), "--seed", str(args.seed), "--sf", "0", "--device", "cpu", *weights])
-    metrics = _predict(["--data-dir", str(data_dir / "test"), "--ckpt-path", str(run_dir / "best.pt"),
-                        "--output-dir", str(pred_dir), "-j", str(args.workers), "--device", "cpu",
-                        "--save-attention", "8", "--overwrite"], pred_dir)
+    _run_script("train", ["--data-dir", str(data_dir), "--save-dir", str(run_dir), "--overwrite", "-m", "mobilenet_v2",
+                          "--image-size", str(args.image_size), "-e", str(args.epochs), "-b", str(args.batch_size),
+                          "-j", str(args.workers), "--seed", str(args.seed), "--sf", "0", "--device", "cpu",
+                          *weights])
+    _run_script("predict", ["--data-dir", str(data_dir / "test"), "--ckpt-path", str(run_dir / "best.pt"),
+                            "--output-dir", str(pred_dir), "-j", str(args.workers), "--device", "cpu",
+                            "--save-attention", "8", "--overwrite"])
+    metrics = json.loads((pred_dir / "metrics.json").read_text(encoding="utf-8"))
 
     print("\n" + "=" * 72)
     print(f"WS-DAN demo finished in {time.time() - start:.0f} s "

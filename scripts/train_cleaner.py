@@ -7,56 +7,60 @@
 DATA_DIR holds wanted/ (images like the ones to keep: whole cars, the right view...) and unwanted/ (what a web
 search also brings: interiors, parts, adverts, logos...), a few dozen each or more; it is only read. It is split
 (stratified, --seed, near-duplicates on one side) into SAVE_DIR/data/{train,test}/{wanted,unwanted}/ by hard links
-(copies across filesystems), then trained with train.py's engine as the plain CNN baseline (--method baseline)
-with balanced class weights, since the two folders are rarely the same size. Every train.py flag works here
-(-m, --image-size, -e, -b, --lr, --pretrained-path, --augment, -c to resume...). SAVE_DIR receives train.py's
-outputs, cleaner.pt (a copy of last.pt, or of best.pt with --select best) and cleaner_eval.json: precision and
-recall of removing the held-out unwanted images at --threshold. A SAVE_DIR that already holds a run is refused
-(before the split is written) unless -c resumes it or --overwrite replaces it.
+(copies across filesystems), then trained with train.py's recipe (ws_dan.classification.train_classifier) as the
+plain CNN baseline (--method baseline) with balanced class weights, since the two folders are rarely the same size.
+Every train.py flag works here (-m, --image-size, -e, -b, --lr, --pretrained-path, --augment, -c to resume...);
+both scripts take them from ws_dan.classification.add_train_arguments. SAVE_DIR receives train.py's outputs,
+cleaner.pt (a copy of last.pt, or of best.pt with --select best) and cleaner_eval.json: precision and recall of
+removing the held-out unwanted images at --threshold. A SAVE_DIR that already holds a run is refused (before the
+split is written) unless -c resumes it or --overwrite replaces it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from ws_dan.classification import get_train_parser  # train.py's flags (imports only what --help needs)
+from ws_dan.classification import TrainSettings, add_train_arguments
 from ws_dan.cli_types import open_unit_float, unit_float
 
 #: Files the cleaner writes into SAVE_DIR besides train.py's (removed with --overwrite).
 CLEANER_FILES = ("cleaner.pt", "cleaner_eval.json")
 #: Model settings used unless given (or taken from the checkpoint with -c, as train.py does).
 MODEL_DEFAULTS = dict(method="baseline", model="mobilenet_v2", image_size=224)
+#: Training flags whose default differs from train.py's.
+CLEANER_DEFAULTS = dict(class_weights="balanced", epochs=15, lr_scheduler="cosine")
 HELP = {
     "model": f"backbone (any of train.py's -m names); default {MODEL_DEFAULTS['model']}, or the checkpoint's with -c",
     "method": "baseline (backbone + global pooling + linear classifier) or wsdan; default baseline, or the "
               "checkpoint's with -c",
     "image_size": f"square input size; default {MODEL_DEFAULTS['image_size']}, or the checkpoint's with -c",
+    "data_dir": "folder with wanted/ and unwanted/ sub-folders of sorted example images (only read)",
+    "save_dir": "folder for the split (data/), checkpoints (cleaner.pt), metrics and logs",
 }
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The cleaner's flags, then train.py's (ws_dan.classification.add_train_arguments: the same names, types and
+    help, with the cleaner's own defaults)."""
     p = argparse.ArgumentParser(
         description="Train a two-class wanted/unwanted image classifier (train.py's engine, baseline method)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help, conflict_handler="resolve",
-        parents=[get_train_parser(add_help=False)])
-    p.add_argument("--data-dir", "--dd", required=True,
-                   help="folder with wanted/ and unwanted/ sub-folders of sorted example images (only read)")
-    p.add_argument("--save-dir", "--sd", required=True,
-                   help="folder for the split (data/), checkpoints (cleaner.pt), metrics and logs")
-    p.add_argument("--test-ratio", type=open_unit_float, default=0.2,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
+
+    g = p.add_argument_group("cleaner")
+    g.add_argument("--test-ratio", type=open_unit_float, default=0.2,
                    help="share of each folder held out for validation")
-    p.add_argument("--link", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--link", action=argparse.BooleanOptionalAction, default=True,
                    help="hard-link the images into SAVE_DIR/data (else copy)")
-    p.add_argument("--threshold", type=unit_float, default=0.5,
+    g.add_argument("--threshold", type=unit_float, default=0.5,
                    help="p(unwanted) at or above which the held-out evaluation counts an image as removed")
-    p.add_argument("--select", choices=["last", "best"], default="last",
+    g.add_argument("--select", choices=["last", "best"], default="last",
                    help="the checkpoint copied to SAVE_DIR/cleaner.pt: the last epoch, or train.py's best.pt (first "
                         "epoch with the best validation top-1; small validation sets tie early)")
-    p.set_defaults(class_weights="balanced", epochs=15, lr_scheduler="cosine")
-    for action in p._actions:  # train.py's help names its own defaults for these
-        if action.dest in HELP:
-            action.help = HELP[action.dest]
+
+    add_train_arguments(p, HELP)
+    p.set_defaults(**CLEANER_DEFAULTS)
     return p
 
 
@@ -90,15 +94,15 @@ def main(args: argparse.Namespace) -> dict:
     log.info("split into %s: %d train, %d test (%d near-duplicate group(s) kept together)", split_dir, s["train"],
              s["test"], s["duplicate_groups"])
 
-    train_args = argparse.Namespace(**vars(args))
-    train_args.data_dir = str(split_dir)
-    if not args.ckpt:
-        for key, value in MODEL_DEFAULTS.items():
-            if getattr(train_args, key) is None:
-                setattr(train_args, key, value)
+    # train.py's recipe on the split, with the cleaner's model defaults where neither a flag nor -c sets them.
+    settings = TrainSettings.from_namespace(args)
+    unset = {} if args.ckpt else {k: v for k, v in MODEL_DEFAULTS.items() if getattr(settings, k) is None}
+    settings = dataclasses.replace(settings, data_dir=str(split_dir), **unset)
     try:
         # The split lives inside SAVE_DIR by design: the run folder is checked against the source folder instead.
-        row = train_classifier(train_args, data_dirs=[args.data_dir], extra_files=CLEANER_FILES)
+        # args.json and the checkpoints record the cleaner's flags too.
+        row = train_classifier(settings, data_dirs=[args.data_dir], extra_files=CLEANER_FILES,
+                               record={**vars(args), **settings.to_dict()})
     except (TrainSetupError, TrainingError) as e:
         fail(str(e))
     except TrainingInterrupted:

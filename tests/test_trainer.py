@@ -276,7 +276,8 @@ def test_overwrite_removes_only_the_old_runs_files(previous_run, tiny_data, tmp_
     run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", "--sf", "0", "--overwrite",
                          *TINY_TRAIN])
     names = sorted(p.name for p in save.iterdir())
-    assert names == ["args.json", "best.pt", "curves.png", "keep", "last.pt", "metrics.csv", "notes.txt", "train.log"]
+    assert names == ["args.json", "best.pt", "curves.png", "keep", "last.pt", "metrics.csv", "notes.txt", "report.html",
+                     "train.log"]
     with open(save / "metrics.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]  # the old run's 2 epochs are gone, not mixed in
     log = (save / "train.log").read_text()

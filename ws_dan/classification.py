@@ -1,141 +1,419 @@
-"""The classifier's training recipe: train.py's flags and the run they describe (used by train.py, the cleaner,
-the demo and the method comparison; callable from a notebook with a Namespace from :func:`get_train_parser`).
+"""The classifier's training recipe as named steps (used by train.py, the cleaner, and a notebook).
 
-:func:`train_classifier` reads top to bottom like torchvision's references/classification/train.py: processes
-(torchrun), inputs checked before anything is written (data, checkpoint, device, run folder), model (from the
-checkpoint when resuming, else from the flags), samplers and loaders, optimizer and schedule, then the shared
-epoch loop (:mod:`ws_dan.trainer`) with WS-DAN's step (or the plain baseline's) and top-1 for best.pt.
+    settings = TrainSettings(data_dir="cars", save_dir="runs/b3", epochs=30)
+    row = train_classifier(settings)                  # the steps below, in order; the last metrics row
 
-Errors in the user's input raise :class:`TrainSetupError` (one line, before the run folder is touched);
-Ctrl-C raises :class:`ws_dan.trainer.TrainingInterrupted`; a run that cannot go on raises
-:class:`ws_dan.trainer.TrainingError`.
+The steps read top to bottom like torchvision's references/classification/train.py; :func:`train_classifier`
+calls them in this order, and scripts/train.py's ``main`` is the same list of calls: processes (torchrun),
+:func:`start_logging`, seeding, :func:`check_inputs` (run folder, device, data, checkpoint, batch size),
+:func:`resolve_model`, :func:`build_datasets`, then the first write, :func:`open_run_dir`, and :func:`wrap_model`,
+:func:`build_loaders`, :func:`build_optimization`, :func:`build_trainer`, :func:`write_args_json`, :func:`log_run`,
+``trainer.fit()``, :func:`log_done`.
+
+Everything up to :func:`build_datasets` only reads: errors in the user's input raise :class:`TrainSetupError`
+(one line) before the run folder is touched. Ctrl-C raises :class:`ws_dan.trainer.TrainingInterrupted`; a run
+that cannot go on raises :class:`ws_dan.trainer.TrainingError` (e.g. from the epoch function in
+:func:`build_trainer`, where a divergence guard belongs).
+
+A new setting is a :class:`TrainSettings` field in its group, the flag in the same group of train.py's parser
+(``default=TrainSettings.<field>``) and of train_cleaner.py's copy (tests/test_train_settings.py says when one is
+missing), read by the step it concerns: parameter groups, learning rates and warm-up in
+:func:`build_optimization`, the model's head in :func:`resolve_model`, the step's schedule in
+:class:`ws_dan.engine.StepConfig` via :func:`build_optimization`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import logging.handlers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
-from .backbones import list_backbones
-from .cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 from .io import PathLike
 from .utils import default_workers
 
+if TYPE_CHECKING:  # torch and the model load in the steps, so that train.py --help stays quick
+    import torch
+
+    from .data import ImageDataset, SampleList, SkipLog
+    from .distributed import DistInfo
+    from .engine import StepConfig
+    from .model import ModelConfig
+    from .trainer import Trainer
+
 log = logging.getLogger(__name__)
 
-DEFAULTS = dict(model="efficientnet-b3", image_size=512, num_attentions=64)  # flags left unset take these
+#: What model, image size and M are when neither the settings nor a resumed checkpoint give them.
+DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_attentions=64)
 
 
 class TrainSetupError(ValueError):
-    """The run cannot start: bad data, checkpoint, device, flags or save folder. The message is one line."""
+    """The run cannot start: bad data, checkpoint, device, settings or save folder. The message is one line."""
 
 
-def get_train_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """train.py's flags (the seed project's names and defaults; bounds checked by argparse)."""
-    p = argparse.ArgumentParser(description="Train WS-DAN (See Better Before Looking Closer, Hu et al. 2019)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
-    p.add_argument("--data-dir", "--dd", required=True, help="dataset folder with train/<class>/ and test/<class>/")
-    p.add_argument("--save-dir", "--sd", required=True, help="folder for checkpoints, metrics and logs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="the save folder holds a previous run: remove its files (checkpoints, metrics.csv, curves, "
-                        "args.json, train.log) first instead of refusing")
-    p.add_argument("-m", "--model", default=None,
-                   help=f"backbone ({', '.join(list_backbones())}); default {DEFAULTS['model']}, "
-                        "or the checkpoint's with -c")
-    p.add_argument("--method", choices=["wsdan", "baseline"], default=None,
-                   help="wsdan, or baseline: backbone + global pooling + linear classifier; default wsdan, "
-                        "or the checkpoint's with -c")
-    p.add_argument("--cal", action="store_true",
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting the recipe reads; train.py's flags take their defaults from here (one place, no drift).
+
+    ``model``, ``method``, ``image_size`` and ``num_attentions`` are None for "the checkpoint's when resuming
+    with ``ckpt``, else :data:`DEFAULTS`"; ``lr_gamma`` None for the scheduler's own default. The fields are in
+    train.py's flag groups. Build one from parsed flags with :meth:`from_namespace`, and change one with
+    ``dataclasses.replace``."""
+
+    data_dir: str  # data: train/<class>/ and test/<class>/ (the two settings without a default come first)
+    save_dir: str  # output: the run folder
+    # model
+    model: Optional[str] = None
+    method: Optional[str] = None
+    cal: bool = False
+    image_size: Optional[int] = None
+    num_attentions: Optional[int] = None
+    pretrained: bool = True
+    pretrained_path: Optional[str] = None
+    # optimization
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    final_lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    lr_scheduler: str = "plateau"
+    lr_gamma: Optional[float] = None
+    lr_patience: int = 3
+    lr_step_size: int = 2
+    class_weights: str = "none"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    # WS-DAN step
+    crop_theta: tuple[float, float] = (0.4, 0.6)
+    drop_theta: tuple[float, float] = (0.2, 0.5)
+    crop_padding: float = 0.1
+    beta: float = 0.05
+    center_weight: float = 1.0
+    # data
+    augment: str = "flip,color-jitter"
+    workers: int = default_workers()  # the cores of the process that imports this module, as the flag had
+    prefetch_factor: Optional[int] = None
+    strict: bool = False
+    # speed
+    device: str = "auto"
+    gpu_ids: Optional[str] = None
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    accum_steps: int = 1
+    sync_bn: bool = False
+    dist_backend: str = "auto"
+    # output
+    overwrite: bool = False
+    ckpt: Optional[str] = None
+    save_freq: int = 1
+    report: bool = True
+    progress: bool = True
+    verbose: bool = False
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> TrainSettings:
+        """The settings in parsed flags (other attributes are ignored; missing ones keep their defaults).
+        nargs=2 flags arrive as lists and become tuples, so the settings stay immutable and comparable."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            if hasattr(args, f.name):
+                value = getattr(args, f.name)
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (tuples as lists), as args.json and the checkpoints record them."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+
+def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, str]] = None) -> argparse.ArgumentParser:
+    """train.py's flags, in TrainSettings' groups, every default read from :class:`TrainSettings` so they cannot
+    drift; the seed project's names stay valid and argparse checks the bounds. Defined once here because
+    train.py and train_cleaner.py both take them (a script imports no other); ``helps`` replaces the help text of
+    ``model``, ``method``, ``image_size``, ``data_dir`` or ``save_dir`` for a script whose defaults differ."""
+    from .backbones import list_backbones
+    from .cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+
+    S = TrainSettings
+    helps = helps or {}
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", default=S.model,
+                   help=helps.get("model", f"backbone ({', '.join(list_backbones())}); default "
+                                           f"{DEFAULTS['model']}, or the checkpoint's with -c"))
+    g.add_argument("--method", choices=["wsdan", "baseline"], default=S.method,
+                   help=helps.get("method", "wsdan, or baseline: backbone + global pooling + linear classifier; "
+                                            f"default {DEFAULTS['method']}, or the checkpoint's with -c"))
+    g.add_argument("--cal", action="store_true", default=S.cal,
                    help="add the counterfactual-attention loss of CAL (Rao et al. 2021) to WS-DAN")
-    p.add_argument("--image-size", type=positive_int, default=None,
-                   help=f"square input size; default {DEFAULTS['image_size']}")
-    p.add_argument("--num-attentions", type=positive_int, default=None,
+    g.add_argument("--image-size", type=positive_int, default=S.image_size,
+                   help=helps.get("image_size", f"square input size; default {DEFAULTS['image_size']}"))
+    g.add_argument("--num-attentions", type=positive_int, default=S.num_attentions,
                    help=f"number of attention maps M; default {DEFAULTS['num_attentions']}")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=S.pretrained,
                    help="start from ImageNet weights (downloaded by the backbone library and cached)")
-    p.add_argument("--pretrained-path", default=None, help="local ImageNet weights file, for offline machines")
-    p.add_argument("-e", "--epochs", type=positive_int, default=100)
-    p.add_argument("-b", "--batch-size", type=positive_int, default=32)
-    p.add_argument("-j", "--workers", type=nonneg_int, default=default_workers(), help="data loading processes")
-    p.add_argument("--optimizer", choices=["sgd", "adamw", "adabound"], default="sgd")
-    p.add_argument("--lr", type=positive_float, default=0.001, help="initial learning rate")
-    p.add_argument("--final-lr", type=positive_float, default=0.1,
+    g.add_argument("--pretrained-path", default=S.pretrained_path,
+                   help="local ImageNet weights file, for offline machines")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("-e", "--epochs", type=positive_int, default=S.epochs)
+    g.add_argument("-b", "--batch-size", type=positive_int, default=S.batch_size)
+    g.add_argument("--optimizer", choices=["sgd", "adamw", "adabound"], default=S.optimizer)
+    g.add_argument("--lr", type=positive_float, default=S.lr, help="initial learning rate")
+    g.add_argument("--final-lr", type=positive_float, default=S.final_lr,
                    help="AdaBound: the SGD learning rate it converges to")
-    p.add_argument("--momentum", type=unit_float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", "--wd", type=nonneg_float, default=1e-5)
-    p.add_argument("--lr-scheduler", choices=["plateau", "cosine", "step"], default="plateau",
+    g.add_argument("--momentum", type=unit_float, default=S.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", "--wd", type=nonneg_float, default=S.weight_decay)
+    g.add_argument("--lr-scheduler", choices=["plateau", "cosine", "step"], default=S.lr_scheduler,
                    help="plateau: reduce on validation loss (the reference project's choice); "
                         "step: x gamma every --lr-step-size epochs (WS-DAN.PyTorch: 0.9 every 2); cosine: to 0")
-    p.add_argument("--lr-gamma", type=positive_float, default=None,
+    g.add_argument("--lr-gamma", type=positive_float, default=S.lr_gamma,
                    help="decay factor; default 0.1 (plateau), 0.9 (step)")
-    p.add_argument("--lr-patience", type=nonneg_int, default=3,
+    g.add_argument("--lr-patience", type=nonneg_int, default=S.lr_patience,
                    help="plateau: epochs without improvement before decay")
-    p.add_argument("--lr-step-size", type=positive_int, default=2, help="step: epochs between decays")
-    p.add_argument("--crop-theta", type=unit_float, nargs=2, default=[0.4, 0.6], metavar=("LOW", "HIGH"),
+    g.add_argument("--lr-step-size", type=positive_int, default=S.lr_step_size, help="step: epochs between decays")
+    g.add_argument("--class-weights", choices=["none", "balanced"], default=S.class_weights,
+                   help="balanced: weight the cross-entropy by n / (classes x count), scikit-learn's formula")
+    g.add_argument("--label-smoothing", type=unit_float, default=S.label_smoothing)
+    g.add_argument("--seed", type=int, default=S.seed)
+
+    g = p.add_argument_group("WS-DAN step")
+    g.add_argument("--crop-theta", type=unit_float, nargs=2, default=list(S.crop_theta), metavar=("LOW", "HIGH"),
                    help="attention-crop threshold range theta_c")
-    p.add_argument("--drop-theta", type=unit_float, nargs=2, default=[0.2, 0.5], metavar=("LOW", "HIGH"),
+    g.add_argument("--drop-theta", type=unit_float, nargs=2, default=list(S.drop_theta), metavar=("LOW", "HIGH"),
                    help="attention-drop threshold range theta_d")
-    p.add_argument("--crop-padding", type=nonneg_float, default=0.1,
+    g.add_argument("--crop-padding", type=nonneg_float, default=S.crop_padding,
                    help="crop box padding, fraction of the image size")
-    p.add_argument("--augment", default="flip,color-jitter",
+    g.add_argument("--beta", type=unit_float, default=S.beta, help="feature-center update rate")
+    g.add_argument("--center-weight", type=nonneg_float, default=S.center_weight, help="weight of the center loss")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", "--dd", required=True,
+                   help=helps.get("data_dir", "dataset folder with train/<class>/ and test/<class>/"))
+    g.add_argument("--augment", default=S.augment,
                    help="comma-separated training augmentations: flip, color-jitter, random-resized-crop, "
                         "autoaugment, randaugment, random-erasing, night; or none")
-    p.add_argument("--class-weights", choices=["none", "balanced"], default="none",
-                   help="balanced: weight the cross-entropy by n / (classes x count), scikit-learn's formula")
-    p.add_argument("--label-smoothing", type=unit_float, default=0.0)
-    p.add_argument("--beta", type=unit_float, default=0.05, help="feature-center update rate")
-    p.add_argument("--center-weight", type=nonneg_float, default=1.0, help="weight of the center loss")
-    p.add_argument("-c", "--ckpt", default=None, help="checkpoint to resume from (e.g. SAVE_DIR/last.pt)")
-    p.add_argument("--sf", "--save-freq", dest="save_freq", type=nonneg_int, default=1,
-                   help="write epoch_NNN.pt every this many epochs (0: never)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--gpu", "--gpu-ids", dest="gpu_ids", default=None,
-                   help="GPU ids, e.g. 0 or 0,1 (several: nn.DataParallel on this machine)")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 where supported, else fp16)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first epoch)")
-    p.add_argument("--accum-steps", type=positive_int, default=1,
-                   help="gradient accumulation: one optimizer step every N batches (effective batch N x -b)")
-    p.add_argument("--sync-bn", action="store_true", help="torchrun: synchronise batch-norm statistics across GPUs")
-    p.add_argument("--dist-backend", default="auto", help="torchrun: nccl (CUDA), gloo (CPU) or auto")
-    p.add_argument("--prefetch-factor", type=positive_int, default=None,
+    g.add_argument("-j", "--workers", type=nonneg_int, default=S.workers, help="data loading processes")
+    g.add_argument("--prefetch-factor", type=positive_int, default=S.prefetch_factor,
                    help="batches each loader worker prepares ahead")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping it")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    g.add_argument("--strict", action="store_true", default=S.strict,
+                   help="stop at the first unreadable image instead of skipping it")
+
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", default=S.device, help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--gpu", "--gpu-ids", dest="gpu_ids", default=S.gpu_ids,
+                   help="GPU ids, e.g. 0 or 0,1 (several: nn.DataParallel on this machine)")
+    g.add_argument("--amp", action="store_true", default=S.amp,
+                   help="mixed precision on CUDA (bf16 where supported, else fp16)")
+    g.add_argument("--channels-last", action="store_true", default=S.channels_last,
+                   help="NHWC memory layout (faster convolutions on GPUs)")
+    g.add_argument("--compile", action="store_true", default=S.compile,
+                   help="torch.compile the model (slow first epoch)")
+    g.add_argument("--accum-steps", type=positive_int, default=S.accum_steps,
+                   help="gradient accumulation: one optimizer step every N batches (effective batch N x -b)")
+    g.add_argument("--sync-bn", action="store_true", default=S.sync_bn,
+                   help="torchrun: synchronise batch-norm statistics across GPUs")
+    g.add_argument("--dist-backend", default=S.dist_backend, help="torchrun: nccl (CUDA), gloo (CPU) or auto")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--save-dir", "--sd", required=True,
+                   help=helps.get("save_dir", "folder for checkpoints, metrics and logs"))
+    g.add_argument("--overwrite", action="store_true", default=S.overwrite,
+                   help="the save folder holds a previous run: remove its files (checkpoints, metrics.csv, curves, "
+                        "args.json, train.log) first instead of refusing")
+    g.add_argument("-c", "--ckpt", default=S.ckpt, help="checkpoint to resume from (e.g. SAVE_DIR/last.pt)")
+    g.add_argument("--sf", "--save-freq", dest="save_freq", type=nonneg_int, default=S.save_freq,
+                   help="write epoch_NNN.pt every this many epochs (0: never)")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=S.report,
+                   help="at the end, report.html: the test split predicted by the final weights (metrics, per-class "
+                        "table, confusion matrix, worst errors with heatmaps) and the curves")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S.progress,
+                   help="tqdm progress bars")
+    g.add_argument("-v", "--verbose", action="store_true", default=S.verbose, help="debug logging")
     return p
 
 
-def _setting(value, default):
-    """A flag's value, or the default when it was not given (None; 0 is refused by the flag's type)."""
-    return default if value is None else value
+class RunInputs(NamedTuple):
+    """What :func:`check_inputs` resolved: all read, nothing written yet."""
+
+    save_dir: Path
+    device: torch.device
+    gpu_ids: list[int]
+    train_list: SampleList
+    test_list: SampleList
+    resume: Optional[dict]  # the checkpoint to continue from (weights_only-loaded), or None
+    skip_log: SkipLog  # unreadable files so far; the loaders add theirs
+    batch_size: int  # per process: the global batch is batch_size x processes x accum_steps
+    extra_files: tuple[str, ...]  # names the caller writes into the run folder too (removed with overwrite)
 
 
-def _resolve_model(args: argparse.Namespace, class_names: list[str], resume: Optional[dict]):
-    """The model config and the model: the checkpoint's when resuming (flags given must agree), else the flags'."""
-    from .checkpoint import build_model_from_state, check_compatible, checkpoint_config
+class Datasets(NamedTuple):
+    train: ImageDataset
+    test: ImageDataset
+    augment: tuple[str, ...]  # the training augmentations' names
+
+
+class Loaders(NamedTuple):
+    train: torch.utils.data.DataLoader
+    test: torch.utils.data.DataLoader
+    train_sampler: Optional[torch.utils.data.Sampler]  # DistributedSampler under torchrun (reshuffled per epoch)
+    generator: torch.Generator  # the training shuffle's; saved in the checkpoint for an exact resume
+
+
+class Optimization(NamedTuple):
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    dtype: Optional[torch.dtype]  # autocast dtype, None for full precision
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
+    step: StepConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The steps, in the order they run
+
+
+def start_logging(settings: TrainSettings, info: DistInfo) -> logging.handlers.MemoryHandler:
+    """Log to the console only, until the run folder is known to be usable; the returned handler keeps the
+    lines for train.log (:func:`open_run_dir`). Ranks other than 0 log errors only."""
+    from .utils import setup_logging
+
+    project = setup_logging(None, settings.verbose)
+    early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+    project.addHandler(early)
+    if not info.is_main:
+        project.setLevel("ERROR")
+    return early
+
+
+def check_inputs(settings: TrainSettings, info: DistInfo, data_dirs: Optional[Sequence[PathLike]] = None,
+                 extra_files: Sequence[str] = ()) -> RunInputs:
+    """Everything the run reads, checked before anything is written: run folder, device, data, checkpoint,
+    batch size. ``data_dirs``: the folders the save folder must not nest with (default the data folder; the
+    cleaner passes its source folder, as its split lives inside its save folder by design)."""
+    import torch
+
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .data import DatasetError, SkipLog, discover_train_test
+    from .run_dir import RunDirError, check_run_dir
+    from .utils import parse_gpu_ids, resolve_device
+
+    save_dir = Path(settings.save_dir)
+    clear_of = list(data_dirs) if data_dirs is not None else [settings.data_dir]
+    try:
+        check_run_dir(save_dir, clear_of, resume=bool(settings.ckpt), overwrite=settings.overwrite,
+                      extra=extra_files)
+        gpu_ids = parse_gpu_ids(settings.gpu_ids)
+        if info.enabled and torch.cuda.is_available() and settings.device in ("auto", "cuda"):
+            device = torch.device("cuda", info.local_rank)  # torchrun: one GPU per process
+        else:
+            device = resolve_device(settings.device, gpu_ids)
+        train_list, test_list = discover_train_test(settings.data_dir)
+        resume = load_checkpoint(settings.ckpt) if settings.ckpt else None
+    except (RunDirError, DatasetError, CheckpointError, RuntimeError, argparse.ArgumentTypeError) as e:
+        raise TrainSetupError(str(e)) from None
+    skip_log = SkipLog()
+    skip_log.add(train_list.skipped + test_list.skipped)
+    if settings.strict and len(skip_log):
+        raise TrainSetupError(skip_log.summary(limit=5) + "\n(--strict: fix or remove these files)")
+    if not test_list.samples:
+        raise TrainSetupError(f"{Path(settings.data_dir) / 'test'}: no readable test images (needed for validation)")
+    class_names = train_list.class_names
+    missing = sorted(set(class_names) - {class_names[t] for _, t in test_list.samples})
+    if missing:
+        log.warning("test split has no images of %d class(es): %s", len(missing), ", ".join(missing[:10]))
+    batch_size = settings.batch_size
+    per_rank = len(train_list.samples) // info.world_size
+    if batch_size > per_rank:
+        log.warning("batch size %d is larger than the %d training images per process; using %d",
+                    batch_size, per_rank, per_rank)
+        batch_size = per_rank
+    if batch_size < 2:
+        raise TrainSetupError(f"{settings.data_dir}: at least 2 training images per batch are needed (batch norm); "
+                              f"found {batch_size}")
+    return RunInputs(save_dir, device, gpu_ids, train_list, test_list, resume, skip_log, batch_size,
+                     tuple(extra_files))
+
+
+def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConfig, torch.nn.Module]:
+    """The model config and the model: the checkpoint's when resuming (settings given must agree with it),
+    else the settings' (unset ones from :data:`DEFAULTS`), with ImageNet weights when ``pretrained``."""
+    from .backbones import PretrainedWeightsError
+    from .checkpoint import CheckpointError, build_model_from_state, check_compatible, checkpoint_config
     from .model import ModelConfig, build_model
 
-    if resume is not None:
-        config = checkpoint_config(resume)
-        wanted = {"class_names": class_names}
-        for flag, key in [("model", "backbone"), ("image_size", "image_size"), ("num_attentions", "num_attentions"),
-                          ("method", "method")]:
-            if getattr(args, flag) is not None:
-                wanted[key] = getattr(args, flag)
-        check_compatible(config, wanted, args.ckpt)
-        return config, build_model_from_state(config, resume["model"], args.ckpt)
-    config = ModelConfig(
-        backbone=_setting(args.model, DEFAULTS["model"]), method=_setting(args.method, "wsdan"),
-        num_classes=len(class_names), class_names=class_names,
-        num_attentions=_setting(args.num_attentions, DEFAULTS["num_attentions"]),
-        image_size=_setting(args.image_size, DEFAULTS["image_size"]))
-    return config, build_model(config, pretrained=args.pretrained, pretrained_path=args.pretrained_path)
+    class_names = inputs.train_list.class_names
+    try:
+        if inputs.resume is not None:
+            config = checkpoint_config(inputs.resume)
+            wanted = {"class_names": class_names}
+            for name, key in [("model", "backbone"), ("image_size", "image_size"),
+                              ("num_attentions", "num_attentions"), ("method", "method")]:
+                if getattr(settings, name) is not None:
+                    wanted[key] = getattr(settings, name)
+            check_compatible(config, wanted, settings.ckpt)
+            model = build_model_from_state(config, inputs.resume["model"], settings.ckpt)
+        else:
+            config = ModelConfig(
+                backbone=_or_default(settings.model, "model"), method=_or_default(settings.method, "method"),
+                num_classes=len(class_names), class_names=class_names,
+                num_attentions=_or_default(settings.num_attentions, "num_attentions"),
+                image_size=_or_default(settings.image_size, "image_size"))
+            model = build_model(config, pretrained=settings.pretrained, pretrained_path=settings.pretrained_path)
+    except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
+        raise TrainSetupError(str(e)) from None
+    if settings.cal and config.method != "wsdan":
+        raise TrainSetupError("--cal needs --method wsdan (the counterfactual attention is WS-DAN's)")
+    return config, model
+
+
+def _or_default(value, name: str):
+    """A setting, or :data:`DEFAULTS`' when it is unset (None; 0 is refused by the flag's type)."""
+    return DEFAULTS[name] if value is None else value
+
+
+def build_datasets(settings: TrainSettings, config: ModelConfig, inputs: RunInputs) -> Datasets:
+    """The train and test datasets with the model's input size and normalisation; an unknown ``augment`` name
+    is a :class:`TrainSetupError` here, still before anything is written."""
+    from .augment import parse_augment
+    from .data import ImageDataset, build_transform
+
+    try:
+        augment = parse_augment(settings.augment)
+        train_transform = build_transform(config.image_size, config.mean, config.std, True, augment)
+    except (ValueError, ImportError) as e:
+        raise TrainSetupError(str(e)) from None
+    test_transform = build_transform(config.image_size, config.mean, config.std, False)
+    return Datasets(ImageDataset(inputs.train_list.samples, train_transform, strict=settings.strict),
+                    ImageDataset(inputs.test_list.samples, test_transform, strict=settings.strict), augment)
+
+
+def open_run_dir(settings: TrainSettings, inputs: RunInputs, info: DistInfo,
+                 early: logging.handlers.MemoryHandler) -> None:
+    """The first write: the run folder is created (a previous run removed with ``overwrite``, stale temporary
+    files cleared) by rank 0, then logged to (train.log gets the lines logged so far too)."""
+    import torch
+
+    from . import distributed as dist
+    from .run_dir import prepare_run_dir
+    from .utils import setup_logging
+
+    if info.is_main:
+        prepare_run_dir(inputs.save_dir, resume=bool(settings.ckpt), overwrite=settings.overwrite,
+                        extra=inputs.extra_files)
+    dist.barrier()
+    project = setup_logging(inputs.save_dir / "train.log" if info.is_main else None, settings.verbose)
+    _attach_early_lines(early)
+    if not info.is_main:
+        project.setLevel("ERROR")
+    if inputs.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
 
 
 def _attach_early_lines(handler: logging.handlers.MemoryHandler) -> None:
@@ -147,166 +425,109 @@ def _attach_early_lines(handler: logging.handlers.MemoryHandler) -> None:
     handler.buffer.clear()
 
 
-def train_classifier(args: argparse.Namespace, data_dirs: Optional[Sequence[PathLike]] = None,
-                     extra_files: Sequence[str] = ()) -> dict:
-    """Train as the flags say; returns the final epoch's metrics row (also the last row of metrics.csv).
-
-    ``data_dirs``: the folders the save folder must stay clear of (default ``[args.data_dir]``; the cleaner
-    passes its own source folder, as its split lives inside its save folder by design); ``extra_files``:
-    names the caller writes into the save folder too (removed with --overwrite)."""
-    from . import distributed as dist
-
-    # Processes: one, or one per GPU under torchrun. Only rank 0 writes files, logs to the console and shows
-    # progress bars; every rank seeds differently so crops, drops and augmentations differ between them.
-    info = dist.init_distributed(args.dist_backend)
-    try:
-        return _train(args, info, data_dirs, extra_files)
-    finally:
-        dist.cleanup()
-
-
-def _train(args, info, data_dirs, extra_files) -> dict:
+def wrap_model(settings: TrainSettings, model: torch.nn.Module, inputs: RunInputs,
+               info: DistInfo) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The model on the device (with SyncBatchNorm under torchrun when ``sync_bn``; its state_dict is what the
+    checkpoints save) and the module the training step calls: DDP under torchrun (it all-reduces the gradients;
+    every process starts from rank 0's weights, broadcast at wrap time), nn.DataParallel for several
+    ``gpu_ids``, else the model itself; compiled with ``compile``."""
     import torch
 
-    from . import distributed as dist
-    from . import engine
-    from .augment import parse_augment
-    from .backbones import PretrainedWeightsError
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import DatasetError, ImageDataset, SkipLog, build_transform, discover_train_test, make_loader
-    from .images import UnreadableImageError
-    from .io import write_json
-    from .optim import balanced_class_weights, build_optimizer, build_scheduler
-    from .plots import plot_curves
-    from .run_dir import RunDirError, check_run_dir, prepare_run_dir
-    from .trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError
-    from .utils import amp_dtype, parse_gpu_ids, resolve_device, seed_everything, setup_logging, wrap_data_parallel
+    from .utils import wrap_data_parallel
 
-    log = setup_logging(None, args.verbose)  # console only until the run folder is known to be usable
-    early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
-    log.addHandler(early)
-    if not info.is_main:
-        log.setLevel("ERROR")
-    progress = args.progress and info.is_main
-    seed_everything(args.seed + info.rank)  # before the model is built: its random initialisation depends on it
-
-    # Inputs, checked before anything is written: run folder, device, data, checkpoint, model.
-    save_dir = Path(args.save_dir)
-    try:
-        check_run_dir(save_dir, data_dirs if data_dirs is not None else [args.data_dir], resume=bool(args.ckpt),
-                      overwrite=getattr(args, "overwrite", False), extra=extra_files)
-        gpu_ids = parse_gpu_ids(args.gpu_ids)
-        if info.enabled and torch.cuda.is_available() and args.device in ("auto", "cuda"):
-            device = torch.device("cuda", info.local_rank)
-        else:
-            device = resolve_device(args.device, gpu_ids)
-        train_list, test_list = discover_train_test(args.data_dir)
-        resume = load_checkpoint(args.ckpt) if args.ckpt else None
-    except (RunDirError, DatasetError, CheckpointError, RuntimeError, argparse.ArgumentTypeError) as e:
-        raise TrainSetupError(str(e)) from None
-    class_names = train_list.class_names
-    skip_log = SkipLog()
-    skip_log.add(train_list.skipped + test_list.skipped)
-    if args.strict and len(skip_log):
-        raise TrainSetupError(skip_log.summary(limit=5) + "\n(--strict: fix or remove these files)")
-    if not test_list.samples:
-        raise TrainSetupError(f"{Path(args.data_dir) / 'test'}: no readable test images (needed for validation)")
-    missing = sorted(set(class_names) - {class_names[t] for _, t in test_list.samples})
-    if missing:
-        log.warning("test split has no images of %d class(es): %s", len(missing), ", ".join(missing[:10]))
-    try:
-        config, model = _resolve_model(args, class_names, resume)
-        augment = parse_augment(args.augment)
-        train_transform = build_transform(config.image_size, config.mean, config.std, True, augment)
-    except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
-        raise TrainSetupError(str(e)) from None
-    if args.cal and config.method != "wsdan":
-        raise TrainSetupError("--cal needs --method wsdan (the counterfactual attention is WS-DAN's)")
-    batch_size = args.batch_size  # per process under torchrun: the global batch is -b x processes x --accum-steps
-    per_rank = len(train_list.samples) // info.world_size
-    if batch_size > per_rank:
-        log.warning("batch size %d is larger than the %d training images per process; using %d",
-                    batch_size, per_rank, per_rank)
-        batch_size = per_rank
-    if batch_size < 2:
-        raise TrainSetupError(f"{args.data_dir}: at least 2 training images per batch are needed (batch norm); "
-                              f"found {batch_size}")
-
-    # The run folder: created (previous run removed with --overwrite, stale temporary files cleared), then logged to.
-    if info.is_main:
-        prepare_run_dir(save_dir, resume=bool(args.ckpt), overwrite=getattr(args, "overwrite", False),
-                        extra=extra_files)
-    dist.barrier()
-    log = setup_logging(save_dir / "train.log" if info.is_main else None, args.verbose)
-    _attach_early_lines(early)
-    if not info.is_main:
-        log.setLevel("ERROR")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels once
-
-    # Model on the device, wrapped for several GPUs (DDP all-reduces the gradients; every process starts from
-    # rank 0's weights, broadcast at wrap time).
-    if info.enabled and args.sync_bn:
+    if info.enabled and settings.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if args.channels_last:
+    model.to(inputs.device)
+    if settings.channels_last:
         model.to(memory_format=torch.channels_last)
     if info.enabled:
+        device = inputs.device
         forward_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
-        forward_model = wrap_data_parallel(model, device, gpu_ids)
-    if args.compile:
+        forward_model = wrap_data_parallel(model, inputs.device, inputs.gpu_ids)
+    if settings.compile:
         forward_model = torch.compile(forward_model)
+    return model, forward_model
 
-    # Data: the training loader shuffles with its own generator (saved in the checkpoint for an exact resume).
-    generator = torch.Generator().manual_seed(args.seed)
-    train_ds = ImageDataset(train_list.samples, train_transform, strict=args.strict)
-    test_ds = ImageDataset(test_list.samples, build_transform(config.image_size, config.mean, config.std, False),
-                           strict=args.strict)
+
+def build_loaders(settings: TrainSettings, datasets: Datasets, inputs: RunInputs, info: DistInfo) -> Loaders:
+    """The loaders: training shuffles with its own seeded generator (or a DistributedSampler under torchrun,
+    every rank a different shard); validation is split into shards across ranks."""
+    import torch
+
+    from . import distributed as dist
+    from .data import make_loader
+
+    generator = torch.Generator().manual_seed(settings.seed)
     train_sampler = test_sampler = None
     if info.enabled:
-        train_sampler = torch.utils.data.DistributedSampler(train_ds, info.world_size, info.rank, shuffle=True,
-                                                            seed=args.seed, drop_last=True)
-        test_sampler = dist.ShardSampler(len(test_ds), info.rank, info.world_size)
-    loader_opts = dict(pin_memory=device.type == "cuda", persistent_workers=True,
-                       prefetch_factor=args.prefetch_factor)
-    train_loader = make_loader(train_ds, batch_size, args.workers, train=True, generator=generator,
-                               sampler=train_sampler, **loader_opts)
-    test_loader = make_loader(test_ds, batch_size, args.workers, train=False, sampler=test_sampler, **loader_opts)
+        train_sampler = torch.utils.data.DistributedSampler(datasets.train, info.world_size, info.rank,
+                                                            shuffle=True, seed=settings.seed, drop_last=True)
+        test_sampler = dist.ShardSampler(len(datasets.test), info.rank, info.world_size)
+    opts = dict(pin_memory=inputs.device.type == "cuda", persistent_workers=True,
+                prefetch_factor=settings.prefetch_factor)
+    train = make_loader(datasets.train, inputs.batch_size, settings.workers, train=True, generator=generator,
+                        sampler=train_sampler, **opts)
+    test = make_loader(datasets.test, inputs.batch_size, settings.workers, train=False, sampler=test_sampler, **opts)
+    return Loaders(train, test, train_sampler, generator)
 
-    # Optimizer, schedule, mixed precision, the step's hyper-parameters.
-    optimizer = build_optimizer(args.optimizer, model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay, final_lr=args.final_lr)
-    scheduler = build_scheduler(args.lr_scheduler, optimizer, args.epochs, gamma=args.lr_gamma,
-                                patience=args.lr_patience, step_size=args.lr_step_size)
-    dtype = amp_dtype(args.amp, device, log)
+
+def build_optimization(settings: TrainSettings, model: torch.nn.Module, config: ModelConfig,
+                       inputs: RunInputs) -> Optimization:
+    """Optimizer, learning-rate schedule, mixed precision (bf16 where supported, else fp16 with a GradScaler)
+    and the training step's hyper-parameters (crop / drop thresholds, center loss, class weights...)."""
+    import torch
+
+    from .engine import StepConfig
+    from .optim import balanced_class_weights, build_optimizer, build_scheduler
+    from .utils import amp_dtype
+
+    optimizer = build_optimizer(settings.optimizer, model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay, final_lr=settings.final_lr)
+    scheduler = build_scheduler(settings.lr_scheduler, optimizer, settings.epochs, gamma=settings.lr_gamma,
+                                patience=settings.lr_patience, step_size=settings.lr_step_size)
+    dtype = amp_dtype(settings.amp, inputs.device, log)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     class_weight = None
-    if args.class_weights == "balanced":
-        class_weight = balanced_class_weights([t for _, t in train_list.samples], config.num_classes)
+    if settings.class_weights == "balanced":
+        class_weight = balanced_class_weights([t for _, t in inputs.train_list.samples], config.num_classes)
         log.info("class weights (balanced): min %.3f, max %.3f", class_weight.min(), class_weight.max())
-    step_cfg = engine.StepConfig(crop_theta=tuple(args.crop_theta), crop_padding=args.crop_padding,
-                                 drop_theta=tuple(args.drop_theta), beta=args.beta, center_weight=args.center_weight,
-                                 cal=args.cal, class_weight=class_weight, label_smoothing=args.label_smoothing,
-                                 accum_steps=args.accum_steps)
+    step = StepConfig(crop_theta=tuple(settings.crop_theta), crop_padding=settings.crop_padding,
+                      drop_theta=tuple(settings.drop_theta), beta=settings.beta, center_weight=settings.center_weight,
+                      cal=settings.cal, class_weight=class_weight, label_smoothing=settings.label_smoothing,
+                      accum_steps=settings.accum_steps)
+    return Optimization(optimizer, scheduler, dtype, scaler, step)
 
-    # The loop: WS-DAN's (or the baseline's) step, validation top-1 for best.pt.
+
+def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model: torch.nn.Module,
+                  config: ModelConfig, inputs: RunInputs, loaders: Loaders, optim: Optimization, info: DistInfo,
+                  record: Optional[Mapping[str, Any]] = None) -> Trainer:
+    """The shared epoch loop with WS-DAN's step (or the baseline's), validation top-1 for best.pt, one log line
+    per epoch; resumed from ``inputs.resume`` when given. ``record``: what the checkpoints store as their
+    ``args`` (default the settings)."""
+    from . import engine
+    from .images import UnreadableImageError
+    from .plots import plot_curves
+    from .trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError
+
+    device, skip_log, progress = inputs.device, inputs.skip_log, settings.progress and info.is_main
+    strict_hint = "\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)"
+
     def train_one_epoch(epoch: int) -> dict:
         try:
-            return engine.train_one_epoch(forward_model, train_loader, optimizer, step_cfg, device, epoch, scaler,
-                                          dtype, skip_log, progress, channels_last=args.channels_last)
-        except UnreadableImageError as e:  # only raised with --strict
-            raise TrainingError(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip "
-                                "unreadable images)") from None
+            return engine.train_one_epoch(forward_model, loaders.train, optim.optimizer, optim.step, device, epoch,
+                                          optim.scaler, optim.dtype, skip_log, progress,
+                                          channels_last=settings.channels_last)
+        except UnreadableImageError as e:  # only raised with strict
+            raise TrainingError(f"{e}{strict_hint}") from None
 
     def evaluate(epoch: int) -> dict:
         try:
-            return engine.evaluate(model, test_loader, device, dtype, skip_log, progress, desc=f"val {epoch}",
-                                   cfg=step_cfg, channels_last=args.channels_last)
+            return engine.evaluate(model, loaders.test, device, optim.dtype, skip_log, progress, desc=f"val {epoch}",
+                                   cfg=optim.step, channels_last=settings.channels_last)
         except UnreadableImageError as e:
-            raise TrainingError(f"{e}\n(--strict: fix or remove this file, or run without --strict to skip "
-                                "unreadable images)") from None
+            raise TrainingError(f"{e}{strict_hint}") from None
 
     def log_epoch(e: EpochEnd) -> None:
         views = "  ".join(f"{v} {e.train[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
@@ -315,29 +536,101 @@ def _train(args, info, data_dirs, extra_files) -> dict:
                  e.epoch, e.epochs, e.train["loss"], views, e.val["loss"], e.val["top1"], e.val["top5"],
                  " (best)" if e.is_best else "", e.lr, e.row["seconds"])
 
-    saver = CheckpointSaver(save_dir, metric="val_top1", mode="max", save_freq=args.save_freq, kind="wsdan",
-                            best_key="best_top1")
-    trainer = Trainer(TrainerConfig(epochs=args.epochs, seed=args.seed, args=dict(vars(args))), model, optimizer,
-                      scheduler, train_one_epoch, evaluate, saver, extra_state=lambda: {"config": config.to_dict()},
-                      scaler=scaler, generator=generator, sampler=train_sampler, plot=plot_curves,
+    saver = CheckpointSaver(inputs.save_dir, metric="val_top1", mode="max", save_freq=settings.save_freq,
+                            kind="wsdan", best_key="best_top1")
+    cfg = TrainerConfig(epochs=settings.epochs, seed=settings.seed,
+                        args=dict(record) if record is not None else settings.to_dict())
+    trainer = Trainer(cfg, model, optim.optimizer, optim.scheduler, train_one_epoch, evaluate, saver,
+                      extra_state=lambda: {"config": config.to_dict()}, scaler=optim.scaler,
+                      generator=loaders.generator, sampler=loaders.train_sampler, plot=plot_curves,
                       callbacks=[log_epoch], dist_info=info)
-    if resume is not None:
-        trainer.resume(resume, args.ckpt)
+    if inputs.resume is not None:
+        trainer.resume(inputs.resume, settings.ckpt)
+    return trainer
+
+
+def write_args_json(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, info: DistInfo,
+                    record: Optional[Mapping[str, Any]] = None) -> None:
+    """args.json in the run folder (rank 0): ``record`` (default the settings), the resolved model config and
+    the number of processes."""
+    from .io import write_json
+
     if info.is_main:
-        write_json(save_dir / "args.json", {**vars(args), "resolved_model_config": config.to_dict(),
-                                            "world_size": info.world_size})
-    what = (f"WS-DAN{'+CAL' if args.cal else ''} {config.backbone}, M={config.num_attentions}"
+        write_json(inputs.save_dir / "args.json",
+                   {**(record if record is not None else settings.to_dict()),
+                    "resolved_model_config": config.to_dict(), "world_size": info.world_size})
+
+
+def log_run(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, datasets: Datasets, loaders: Loaders,
+            optim: Optimization, info: DistInfo) -> None:
+    """The run in one line (model, classes, data, augmentation, optimizer, device); the configs at debug level."""
+    what = (f"WS-DAN{'+CAL' if settings.cal else ''} {config.backbone}, M={config.num_attentions}"
             if config.method == "wsdan" else f"baseline {config.backbone}")
     log.info("%s, %d classes, %d px | train %d images, test %d | augment %s | %s | device %s%s%s", what,
-             config.num_classes, config.image_size, len(train_ds), len(test_ds), ",".join(augment) or "none",
-             args.optimizer, device, f" ({dtype})" if dtype else "",
-             f" | {info.world_size} processes, batch {batch_size} each" if info.enabled else "")
+             config.num_classes, config.image_size, len(datasets.train), len(datasets.test),
+             ",".join(datasets.augment) or "none", settings.optimizer, inputs.device,
+             f" ({optim.dtype})" if optim.dtype else "",
+             f" | {info.world_size} processes, batch {inputs.batch_size} each" if info.enabled else "")
     log.debug("model config: %s", {k: v for k, v in config.to_dict().items() if k != "class_names"})
-    log.debug("step config: %s | optimizer %s lr %g wd %g | scheduler %s | %d batches of %d per epoch", step_cfg,
-              args.optimizer, args.lr, args.weight_decay, args.lr_scheduler, len(train_loader), batch_size)
-    row = trainer.fit()
-    if len(skip_log):
-        log.warning(skip_log.summary())
+    log.debug("step config: %s | optimizer %s lr %g wd %g | scheduler %s | %d batches of %d per epoch", optim.step,
+              settings.optimizer, settings.lr, settings.weight_decay, settings.lr_scheduler, len(loaders.train),
+              inputs.batch_size)
+
+
+def write_report(settings: TrainSettings, model: torch.nn.Module, config: ModelConfig, inputs: RunInputs,
+                 datasets: Datasets, optim: Optimization, info: DistInfo, epoch: int) -> Optional[Path]:
+    """report.html in the run folder (``--report``, on by default; rank 0 only): one more pass over the test split
+    with the final weights, beside the curves of metrics.csv (ws_dan.report)."""
+    if not settings.report or not info.is_main:
+        return None
+    from .report import write_training_report
+
+    return write_training_report(inputs.save_dir, model, datasets.test, config.class_names, device=inputs.device,
+                                 amp_dtype=optim.dtype, batch_size=inputs.batch_size, workers=settings.workers,
+                                 progress=settings.progress and info.is_main,
+                                 extra={"weights": f"after epoch {epoch} (last.pt)"})
+
+
+def log_done(trainer: Trainer, inputs: RunInputs) -> None:
+    """The unreadable files skipped (if any) and the summary line."""
+    if len(inputs.skip_log):
+        log.warning(inputs.skip_log.summary())
     log.info("done: best validation top-1 %.2f%% at epoch %d; checkpoints, metrics.csv and curves.png in %s",
-             saver.best, saver.best_epoch, save_dir)
-    return row
+             trainer.saver.best, trainer.saver.best_epoch, inputs.save_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The recipe as one call
+
+
+def train_classifier(settings: TrainSettings, data_dirs: Optional[Sequence[PathLike]] = None,
+                     extra_files: Sequence[str] = (), record: Optional[Mapping[str, Any]] = None) -> dict:
+    """Train as ``settings`` say; returns the final epoch's metrics row (also the last row of metrics.csv).
+
+    The same steps as scripts/train.py's ``main``, in the same order. ``data_dirs``: the folders the save
+    folder must stay clear of (default the data folder); ``extra_files``: names the caller writes into the save
+    folder too (removed with ``overwrite``); ``record``: what args.json and the checkpoints record as the run's
+    arguments (default the settings; the cleaner adds its own flags)."""
+    from . import distributed as dist
+    from .utils import seed_everything
+
+    info = dist.init_distributed(settings.dist_backend)
+    try:
+        early = start_logging(settings, info)
+        seed_everything(settings.seed + info.rank)  # every rank differs: its crops, drops, augmentations too
+        inputs = check_inputs(settings, info, data_dirs, extra_files)
+        config, model = resolve_model(settings, inputs)
+        datasets = build_datasets(settings, config, inputs)
+        open_run_dir(settings, inputs, info, early)
+        model, forward_model = wrap_model(settings, model, inputs, info)
+        loaders = build_loaders(settings, datasets, inputs, info)
+        optim = build_optimization(settings, model, config, inputs)
+        trainer = build_trainer(settings, model, forward_model, config, inputs, loaders, optim, info, record)
+        write_args_json(settings, config, inputs, info, record)
+        log_run(settings, config, inputs, datasets, loaders, optim, info)
+        row = trainer.fit()
+        write_report(settings, model, config, inputs, datasets, optim, info, row["epoch"])
+        log_done(trainer, inputs)
+        return row
+    finally:
+        dist.cleanup()

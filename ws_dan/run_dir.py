@@ -28,7 +28,7 @@ from .outputs import is_within, real_path
 log = logging.getLogger(__name__)
 
 #: Files every training run writes into its folder (besides epoch_NNN.pt).
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "args.json", "train.log")
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "args.json", "train.log", "report.html")
 #: Their presence means the folder already holds a run (train.log alone does not: a run that failed in setup).
 RUN_MARKERS = ("last.pt", "best.pt", "metrics.csv")
 EPOCH_FILE = re.compile(r"^epoch_\d{3,}\.pt$")
