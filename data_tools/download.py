@@ -89,7 +89,7 @@ from data_tools.url_list import (  # noqa: F401  (re-exported)
     url_file_name,
 )
 
-LOG = logging.getLogger("ws_dan.data_tools.download")
+LOG = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
 DEFAULT_RETRIES = 2

@@ -81,7 +81,7 @@ from ws_dan.outputs import (
 )
 
 # Under "ws_dan" like the other data tools, so the scripts' setup_logging shows it (ws_dan.utils.PROJECT_LOGGERS).
-LOG = logging.getLogger("ws_dan.data_tools.prepare")
+LOG = logging.getLogger(__name__)
 
 #: Rows of copyright banner at the bottom of every FGVC-Aircraft image (its README: "Please make sure to remove
 #: this banner when using the images to train and evaluate algorithms").

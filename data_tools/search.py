@@ -44,7 +44,7 @@ from data_tools.search_backends.google import (  # noqa: F401  (re-exported: the
     SearchClient,
 )
 
-LOG = logging.getLogger("ws_dan.data_tools.search")
+LOG = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{class}"
 

@@ -19,7 +19,7 @@ import numpy as np
 from data_tools.common import DataToolError, Progress, finish_output_dir, parallel_map, prepare_output_dir, scan_dataset
 from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, read_image_info
 
-LOG = logging.getLogger("ws_dan.data_tools.stats")
+LOG = logging.getLogger(__name__)
 
 DEFAULT_AREA_THRESHOLD = 128 * 256
 PERCENTILES = (5, 25, 50, 75, 95)

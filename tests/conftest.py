@@ -44,6 +44,24 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """A script's setup_logging binds its console handler to this test's captured stderr, which pytest closes
+    afterwards; the next test calling the library directly would log into a closed stream. Undo it after each test."""
+    yield
+    import logging
+
+    from ws_dan.utils import PROJECT_LOGGERS
+
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x (8 train + 4 test) synthetic 64 px images: train/<class>/, test/<class>/."""

@@ -72,17 +72,6 @@ def files_under(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging():
-    """A script run's setup_logging binds its handler to that test's captured stderr, closed afterwards; tests
-    calling the library directly would then log into a closed stream. Start each test from plain logging."""
-    yield
-    logger = logging.getLogger("ws_dan")
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    logger.propagate = True
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Fake copies of the official layouts
 
@@ -537,7 +526,7 @@ def test_benchmark_table_matches_the_published_counts():
 
 
 def test_class_folder_names_are_safe_and_distinct(caplog):
-    with caplog.at_level(logging.WARNING, logger="ws_dan.data_tools.prepare"):
+    with caplog.at_level(logging.WARNING, logger="data_tools.prepare"):
         names = prepare.class_folder_names(["../../etc", "F/A-18", "F_A-18", "f/a-18", ".hidden", "Acura TL"])
     assert "class 3 'F_A-18': folder name 'F_A-18' is taken by another class; using 'F_A-18__3'" in caplog.text
     assert names == ["____etc", "F_A-18", "F_A-18__3", "f_a-18__4", "hidden", "Acura TL"]

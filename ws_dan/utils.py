@@ -103,16 +103,15 @@ def str2bool(text: Union[str, bool]) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-#: Top-level loggers of the project's packages (data_tools logs under "ws_dan.data_tools").
-PROJECT_LOGGERS = ("ws_dan", "super_resolution")
+#: Top-level loggers of the project's packages; every module logs under its own ``__name__`` below one of them.
+PROJECT_LOGGERS = ("ws_dan", "super_resolution", "data_tools")
 
 
 def setup_logging(log_file: Optional[PathLike] = None, verbose: bool = False, name: str = "ws_dan") -> logging.Logger:
-    """Log ``name`` (and the other project loggers, when ``name`` is "ws_dan") to stderr and optionally a file.
+    """Log every project package (:data:`PROJECT_LOGGERS`) to stderr and optionally a file; returns ``name``'s logger.
 
     Plain handlers: around a loop with progress bars, :func:`tqdm_logging` routes the console lines through
     ``tqdm.write`` so they do not break the bars. Calling it again replaces (and closes) the handlers it set."""
-    names = [name] + ([n for n in PROJECT_LOGGERS if n != name] if name == "ws_dan" else [])
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers: list[logging.Handler] = [console]
@@ -120,13 +119,15 @@ def setup_logging(log_file: Optional[PathLike] = None, verbose: bool = False, na
         handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(handler)
-    for n in names:
+    for n in PROJECT_LOGGERS:
         logger = logging.getLogger(n)
         for old in list(logger.handlers):
             logger.removeHandler(old)
             old.close()  # a FileHandler left open would keep the previous run's train.log open
         logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-        logger.propagate = False
+        # Records still propagate, so a notebook's or pytest's root handlers see them too; a script's root
+        # logger has no handlers, so each line is printed once.
+        logger.propagate = True
         for h in handlers:
             logger.addHandler(h)
     return logging.getLogger(name)
