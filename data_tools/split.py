@@ -3,8 +3,8 @@
 The reference project pooled Stanford Cars' official train and test sets (16,185 images) and re-split them 75/25
 per class. :func:`split_dataset` does that for any number of source folders:
 
-* per class, ``n * test_ratio`` images (rounded half up) go to the test split (at least one to each side when a class has
-  two or more images); classes with fewer than ``min_per_class`` images go to train whole and are reported;
+* per class, ``n * test_ratio`` images (rounded half up) go to the test split (at least one to each side when a
+  class has two or more images); classes with fewer than ``min_per_class`` images go to train whole and are reported;
 * the assignment depends only on the seed, the class name and the sorted list of files, so the same inputs
   give the same split on any machine, whatever the order the filesystem lists them in;
 * with ``group_duplicates`` every group of near-duplicates (data_tools.dedupe) is one unit that goes to one

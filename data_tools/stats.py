@@ -9,10 +9,11 @@ super-resolved an image before classifying it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -72,7 +73,8 @@ def summarise(records: Sequence[ImageRecord], area_threshold: int = DEFAULT_AREA
     formats: dict[str, int] = {}
     for r in records:
         formats[r.format] = formats.get(r.format, 0) + 1
-    return {"images": len(records), "small": small, "small_fraction": round(small / len(records), 4) if records else 0.0,
+    return {"images": len(records), "small": small,
+            "small_fraction": round(small / len(records), 4) if records else 0.0,
             "width": describe(w), "height": describe(h), "area": describe(a), "formats": dict(sorted(formats.items()))}
 
 
@@ -133,14 +135,16 @@ def dataset_stats(data_dir, output_dir, area_threshold: int = DEFAULT_AREA_THRES
                                          "class": r.label, "width": r.width, "height": r.height, "area": r.area,
                                          "format": r.format} for r in records],
               ["path", "split", "class", "width", "height", "area", "format"])
-    counts = {split: {row["class"]: row["images"] for row in per_class_rows if row["split"] == split and row["class"] != "*"}
+    counts = {split: {row["class"]: row["images"] for row in per_class_rows
+                      if row["split"] == split and row["class"] != "*"}
               for split in splits}
     imbalance = {}
     for split, c in counts.items():
         values = list(c.values())
         imbalance[split] = {"min_per_class": min(values), "max_per_class": max(values),
                             "max_over_min": round(max(values) / max(min(values), 1), 2)}
-    result = {"data_dir": str(data_dir), "area_threshold": area_threshold, "overall": summarise(records, area_threshold),
+    result = {"data_dir": str(data_dir), "area_threshold": area_threshold,
+              "overall": summarise(records, area_threshold),
               "splits": per_split, "class_balance": imbalance, "skipped": len(skipped),
               "skipped_files": [{"path": str(s.path), "reason": s.reason} for s in skipped]}
     from data_tools.attribution import read_license_counts  # ATTRIBUTION.csv written by merge_data.py

@@ -28,9 +28,10 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,7 +57,7 @@ BADGE_COLOURS: dict = {
     "green": (15, 175, 45),
     "yellow": (250, 205, 0),
 }
-BADGE_SHAPES: Tuple[str, ...] = ("circle", "triangle", "square", "star", "diamond", "cross")
+BADGE_SHAPES: tuple[str, ...] = ("circle", "triangle", "square", "star", "diamond", "cross")
 
 MIN_CLASSES = 2
 MAX_CLASSES = len(BADGE_COLOURS) * len(BADGE_SHAPES)  # 24
@@ -73,7 +74,7 @@ _BADGE_FRACTION = (0.08, 0.14)
 _JPEG_QUALITY = 90
 
 ProgressFn = Callable[[int, int], None]
-Colour = Tuple[int, int, int]
+Colour = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ class SampleDataset:
     """What :func:`make_sample_dataset` wrote."""
 
     output_dir: Path
-    class_names: List[str]
+    class_names: list[str]
     num_train: int
     num_test: int
     boxes_csv: Path
 
 
-def _ordered_pairs() -> List[Tuple[int, int]]:
+def _ordered_pairs() -> list[tuple[int, int]]:
     """(colour index, shape index) pairs in catalogue order.
 
     Ordered by ``max(ci, si)`` first so that every prefix is a small, "square"
@@ -100,7 +101,7 @@ def _ordered_pairs() -> List[Tuple[int, int]]:
     return sorted(pairs, key=lambda p: (max(p), p[0], p[1]))
 
 
-def class_catalogue() -> List[str]:
+def class_catalogue() -> list[str]:
     """All supported class names (``<colour>_<shape>``) in the order classes are taken."""
     colours = list(BADGE_COLOURS)
     return [f"{colours[ci]}_{BADGE_SHAPES[si]}" for ci, si in _ordered_pairs()]
@@ -165,7 +166,7 @@ def _clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> 
         draw.line([(x0, y0), (x1, y1)], fill=colour, width=int(rng.integers(1, 2 * _SS + 1)))
 
 
-def _badge_polygon(shape: str, x0: float, y0: float, side: float) -> List[Tuple[float, float]]:
+def _badge_polygon(shape: str, x0: float, y0: float, side: float) -> list[tuple[float, float]]:
     """Outline of a badge shape inscribed in the square ``[x0, x0+side)``."""
     cx, cy, h = x0 + side / 2, y0 + side / 2, side / 2
     if shape == "square":
@@ -201,7 +202,7 @@ def _draw_badge(draw: ImageDraw.ImageDraw, shape: str, colour: Colour, x0: float
 
 def render_sample(
     rng: np.random.Generator, class_name: str, image_size: int
-) -> Tuple[Image.Image, Tuple[int, int, int, int]]:
+) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """Render one image of ``class_name``.
 
     Returns the RGB image (``image_size`` square) and the badge box
@@ -242,7 +243,7 @@ def render_sample(
     wheel_colour = _muted(rng, 0.08, 0.05, 0.2)
     hub_colour = _muted(rng, 0.08, 0.55, 0.8)
 
-    def sc(*vals: float) -> List[float]:
+    def sc(*vals: float) -> list[float]:
         return [v * _SS for v in vals]
 
     # Soft shadow under the car, then wheels (drawn before the body, which hides
@@ -403,7 +404,7 @@ def make_sample_dataset(
     # hidden so an interrupted run's leftovers are not mistaken for a dataset.
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        rows: List[Sequence[object]] = []
+        rows: list[Sequence[object]] = []
         done = 0
         for split, n in counts.items():
             for class_id, name in enumerate(names):

@@ -4,7 +4,8 @@
     python scripts/clean_images.py --data-dir downloads --ckpt-path runs/cleaner/cleaner.pt --output-dir cleaned \\
         --threshold 0.6 --action quarantine
     python scripts/clean_images.py --undo cleaned/quarantine_manifest.csv          # puts every image back
-    python scripts/merge_data.py --new-dir downloads --train-dir my_cars/train --also-check my_cars/test --output-dir merged
+    python scripts/merge_data.py --new-dir downloads --train-dir my_cars/train --also-check my_cars/test \
+        --output-dir merged
 
 DATA_DIR is a folder of class folders (download_images.py's output); CKPT_PATH the cleaner.pt of train_cleaner.py.
 OUTPUT_DIR (new, outside DATA_DIR) receives clean_scores.csv (path, class, p_unwanted, decision; highest

@@ -79,8 +79,10 @@ def main(args: argparse.Namespace) -> dict:
              f"recorded in its manifest)", code=130)
     rows = [["images compared", s["images"]], ["unreadable / not images (skipped)", s["skipped"]],
             ["duplicate groups", s["groups"]], ["images in groups", s["images_in_groups"]],
-            ["duplicates (to remove)", s["duplicates"]], ["  exact (same pixels as the keeper)", s["exact_pairs_to_keeper"]],
-            ["  near", s["near_pairs_to_keeper"]], ["groups spanning classes (label noise)", s["label_conflict_groups"]]]
+            ["duplicates (to remove)", s["duplicates"]],
+            ["  exact (same pixels as the keeper)", s["exact_pairs_to_keeper"]],
+            ["  near", s["near_pairs_to_keeper"]],
+            ["groups spanning classes (label noise)", s["label_conflict_groups"]]]
     if s["mode"] == "within":
         rows.append(["groups spanning splits (leaks)", s["cross_split_groups"]])
     else:

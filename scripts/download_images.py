@@ -1,6 +1,7 @@
 """Download the images of a URL list into class folders: concurrent, size- and time-bounded, resumable.
 
-    python scripts/download_images.py --urls urls.csv --output-dir downloads --reference my_cars/train --reference my_cars/test
+    python scripts/download_images.py --urls urls.csv --output-dir downloads \
+        --reference my_cars/train --reference my_cars/test
     python scripts/download_images.py --urls url_lists/ --output-dir downloads --max-per-class 100 --workers 16
     python scripts/download_images.py --urls urls.csv --output-dir downloads        # again: skips what is done
 

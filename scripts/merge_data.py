@@ -1,6 +1,7 @@
 """Merge a folder of new class folders into a training split, skipping images it already has.
 
-    python scripts/merge_data.py --new-dir downloads --train-dir my_cars/train --also-check my_cars/test --output-dir merged
+    python scripts/merge_data.py --new-dir downloads --train-dir my_cars/train --also-check my_cars/test \
+        --output-dir merged
     python scripts/merge_data.py --new-dir downloads --train-dir my_cars/train --output-dir merge_log --in-place
     python scripts/merge_data.py --undo merge_log/merge_added.csv      # removes what --in-place added
 

@@ -11,11 +11,21 @@ The two calls a prediction pipeline needs::
 from .dbpn import DBPN, PROJECTION, SCALES, VARIANTS, bicubic_upsample, build_dbpn, count_parameters
 from .folder import DEFAULT_MAX_AREA, FolderSummary, needs_enlarging, super_resolve_folder
 from .inference import (
-    DEFAULT_OVERLAP, DEFAULT_TILE, EnlargeSmallImages, super_resolve_image, tile_spans, tiled_forward,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    EnlargeSmallImages,
+    super_resolve_image,
+    tile_spans,
+    tiled_forward,
 )
 from .metrics import psnr, psnr_y, rgb_to_y, ssim, ssim_y
 from .weights import (
-    SRWeightsError, describe_state_dict, load_dbpn_weights, load_sr_model, model_from_config, sr_config,
+    SRWeightsError,
+    describe_state_dict,
+    load_dbpn_weights,
+    load_sr_model,
+    model_from_config,
+    sr_config,
     strip_prefix,
 )
 

@@ -8,8 +8,13 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from ws_dan.attention import (
-    attention_crop, attention_crop_boxes, attention_drop, crop_and_resize, normalized_attention,
-    random_theta, sample_attention_maps,
+    attention_crop,
+    attention_crop_boxes,
+    attention_drop,
+    crop_and_resize,
+    normalized_attention,
+    random_theta,
+    sample_attention_maps,
 )
 
 

@@ -8,8 +8,8 @@ import urllib.error
 import pytest
 import torch
 import torchvision
-
 from conftest import shared
+
 from ws_dan import backbones
 from ws_dan.backbones import PretrainedWeightsError, canonical_name, create_backbone, list_backbones, load_weights_file
 

@@ -8,9 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import TINY_TRAIN, run_script
+from PIL import Image
 
 
 @pytest.fixture

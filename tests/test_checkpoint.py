@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from ws_dan.checkpoint import (
-    CheckpointError, check_compatible, get_rng_state, load_checkpoint, model_from_checkpoint, save_checkpoint,
+    CheckpointError,
+    check_compatible,
+    get_rng_state,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
     set_rng_state,
 )
 from ws_dan.model import WSDAN, ModelConfig

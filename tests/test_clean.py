@@ -11,16 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
 from conftest import run_script
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from test_download import ImageServer, encode
+
 from data_tools.clean import (
-    CLEANER_CLASSES, check_sorted_folder, image_contact_sheet, removal_metrics, unwanted_index,
+    CLEANER_CLASSES,
+    check_sorted_folder,
+    image_contact_sheet,
+    removal_metrics,
+    unwanted_index,
 )
 from data_tools.common import DataToolError, sha256_file
 from data_tools.merge import merge_data
 from data_tools.synthetic import render_sample
-from test_download import ImageServer, encode
 
 # ---------------------------------------------------------------------------------------------------------------
 # Generated "web search" results: cars (wanted) and the junk a search also returns (unwanted)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT, run_script, shared
+from PIL import Image
+from test_dedupe import photo, tree_snapshot
+
 from data_tools import common
 from data_tools.common import DataToolError, prepare_output_dir, scan_dataset, unique_path
 from ws_dan.images import open_image, read_image_info
-from test_dedupe import photo, tree_snapshot
 
 SCRIPTS = ["split_dataset", "dedupe", "validate_images", "dataset_stats", "merge_data", "downsample",
            "benchmark_dedupe"]

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY_TRAIN, run_script
+
 from ws_dan.checkpoint import load_checkpoint
 from ws_dan.distributed import ShardSampler
 

@@ -70,7 +70,8 @@ def test_the_walker_sees_function_level_and_relative_imports(tmp_path: Path, mon
     """The contract is only as good as the walker: check it on a file with the imports that used to hide."""
     pkg = ROOT / "ws_dan"
     probe = pkg / "_probe_for_test.py"
-    probe.write_text("def f():\n    from data_tools import dedupe\n    from .io import PathLike\n    import scripts.x\n")
+    probe.write_text("def f():\n    from data_tools import dedupe\n    from .io import PathLike\n"
+                     "    import scripts.x\n")
     try:
         names = [name for _, name in imported_modules(probe)]
     finally:

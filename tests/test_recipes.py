@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_TRAIN, run_script
 from PIL import Image
 
-from conftest import TINY_TRAIN, run_script
 from ws_dan.attention import attention_crop
 from ws_dan.augment import AUGMENTATIONS, NightAugment, build_train_transform, parse_augment
 from ws_dan.engine import StepConfig, train_step
-from ws_dan.model import BaselineClassifier, ModelConfig, WSDAN, bilinear_attention_pooling
+from ws_dan.model import WSDAN, BaselineClassifier, ModelConfig, bilinear_attention_pooling
 from ws_dan.optim import AdaBound, balanced_class_weights, build_optimizer
 
 
@@ -202,7 +202,8 @@ def test_baseline_and_cal_through_the_scripts(tiny_data, tmp_path):
     for run in ("base", "cal"):
         out = tmp_path / f"pred_{run}"
         metrics = run_script("predict", ["--dd", str(tiny_data / "test"), "--cp", str(tmp_path / run / "last.pt"),
-                                         "--od", str(out), "-j", "0", "--no-progress", "--tta", "--save-attention", "2"])
+                                         "--od", str(out), "-j", "0", "--no-progress", "--tta",
+                                         "--save-attention", "2"])
         probs = np.load(out / "probabilities.npy")
         assert np.allclose(probs.sum(1), 1, atol=1e-5) and metrics["num_images"] == 12
         assert len(list((out / "attention").glob("*.png"))) == 2

@@ -12,11 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_script, shared
+from test_dedupe import photo, tree_snapshot
+
 from data_tools import common
 from data_tools.split import assign_splits
-from test_dedupe import photo, tree_snapshot
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -66,7 +66,7 @@ def test_split_is_stratified_loses_no_file_and_leaves_sources_alone(sources, tmp
         assert r["path"].startswith(f"{r['split']}/{r['class']}/")
         assert hashlib.sha256(dst.read_bytes()).hexdigest() == r["sha256"] == \
             hashlib.sha256(Path(r["source"]).read_bytes()).hexdigest()
-    files = [p for p in (out / "train").rglob("*") if p.is_file()] + [p for p in (out / "test").rglob("*") if p.is_file()]
+    files = [p for split in ("train", "test") for p in (out / split).rglob("*") if p.is_file()]
     assert len(files) == 23
     # names used in both sources are kept apart, not overwritten
     assert s["renamed_on_collision"] >= 1 and any("__test" in r["path"] for r in rows)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_TRAIN, run_script
 from PIL import Image
 
-from conftest import TINY_TRAIN, run_script
 from super_resolution import EnlargeSmallImages, build_dbpn
 
 

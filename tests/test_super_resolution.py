@@ -14,12 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_script, shared
 from PIL import Image
 
-from conftest import ROOT, run_script, shared
 from super_resolution import (
-    DBPN, SRWeightsError, bicubic_upsample, build_dbpn, count_parameters, describe_state_dict, load_dbpn_weights,
-    load_sr_model, needs_enlarging, psnr, psnr_y, rgb_to_y, ssim, ssim_y, super_resolve_image, tile_spans,
+    DBPN,
+    SRWeightsError,
+    bicubic_upsample,
+    build_dbpn,
+    count_parameters,
+    describe_state_dict,
+    load_dbpn_weights,
+    load_sr_model,
+    needs_enlarging,
+    psnr,
+    psnr_y,
+    rgb_to_y,
+    ssim,
+    ssim_y,
+    super_resolve_image,
+    tile_spans,
     tiled_forward,
 )
 from super_resolution.inference import image_to_tensor
@@ -235,8 +249,8 @@ def test_ssim_by_hand():
 
 def test_bicubic_baseline_matches_the_published_set5_figure():
     """Our PIL down/up-scaling + Y/border-cropped PSNR reproduce the papers' Set5 4x bicubic 28.42 / 0.8104."""
-    from ws_dan.images import open_image
     from super_resolution.metrics import bicubic_down, bicubic_up, modcrop
+    from ws_dan.images import open_image
 
     p, s = [], []
     for path in sorted(shared("sr", "Set5").glob("*.png")):

@@ -6,7 +6,7 @@ Randomness comes from torch's global generator, as in torchvision's transforms, 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -11,8 +11,8 @@ them everything here is a no-op, so the same code runs in one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.distributed as dist
