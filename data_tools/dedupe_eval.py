@@ -1,24 +1,43 @@
-"""Measure the duplicate finder: altered copies of real photos, recall / precision, search speed.
+"""Measure the duplicate finder: altered copies of real photos, recall / precision, search and end-to-end speed.
 
 Used by scripts/benchmark_dedupe.py and the tests. The alterations are those the project's target names: half
 size, JPEG quality 40, a 5% border crop (5% off every side), 20% brighter, a 3 degree rotation, grayscale, and
 the same pixels saved as PNG (an exact duplicate).
+
+For the side-by-side comparison (issue 14) three ways of hashing are measured in one run: the finder as it is
+(JPEGs draft-decoded, pixel digests only for exact candidates: :func:`data_tools.dedupe.find_duplicates`), the
+path it replaced (:func:`legacy_hash_images`: every file decoded in full, every pixel digest, the ``imagehash``
+library's functions on the old working size), and imagededup's PHash where that package is installed
+(:func:`imagededup_phash`; an optional extra, never a dependency).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from data_tools.dedupe import HashedImages, connected_groups, find_pairs, popcount
-from data_tools.parallel import Progress, track
-from ws_dan.images import open_image
+from data_tools.dedupe import (
+    DEFAULT_THRESHOLD,
+    HashedImages,
+    build_report,
+    connected_groups,
+    find_duplicates,
+    find_pairs,
+    pixel_digest,
+    popcount,
+)
+from data_tools.dedupe.hashing import CROP_FRACTION, _centre
+from data_tools.parallel import Progress, parallel_map, track
+from ws_dan.images import SkippedFile, UnreadableImageError, open_image
+from ws_dan.layout import DatasetImage
 from ws_dan.outputs import save_image
 
 
@@ -100,10 +119,17 @@ def evaluate(hashed: HashedImages, items: Sequence[EvalImage], threshold: int,
 def evaluate_single_phash(hashed: HashedImages, items: Sequence[EvalImage], threshold: int = 10,
                           same_photo: Sequence[tuple[int, int]] = ()) -> dict:
     """The baseline: one 64-bit pHash of the whole image (imagededup's method), Hamming distance <= threshold."""
+    return evaluate_hash64(hashed.paths, hashed.hashes[:, 0, 0], items, threshold, same_photo)
+
+
+def evaluate_hash64(paths: Sequence[Path], hash64: np.ndarray, items: Sequence[EvalImage], threshold: int = 10,
+                    same_photo: Sequence[tuple[int, int]] = ()) -> dict:
+    """Recall and precision (as :func:`evaluate`) of one 64-bit hash per image (``hash64[k]`` for ``paths[k]``),
+    a pair being predicted when the Hamming distance is <= ``threshold``."""
     by_path = {it.path: it for it in items}
-    group = _merge_groups(np.array([by_path[p].group for p in hashed.paths]), same_photo)
-    kind = np.array([by_path[p].kind for p in hashed.paths])
-    ph = hashed.hashes[:, 0, 0]
+    group = _merge_groups(np.array([by_path[p].group for p in paths]), same_photo)
+    kind = np.array([by_path[p].kind for p in paths])
+    ph = np.asarray(hash64, dtype=np.uint64)
     ii, jj = [], []
     for s in range(0, len(ph), 256):  # blocks of rows; each block is one vectorised comparison
         d = popcount(ph[s:s + 256, None] ^ ph[None, :])
@@ -115,6 +141,144 @@ def evaluate_single_phash(hashed: HashedImages, items: Sequence[EvalImage], thre
     ii = np.concatenate(ii) if ii else np.zeros(0, np.int64)
     jj = np.concatenate(jj) if jj else np.zeros(0, np.int64)
     return _score(group, kind, ii, jj, 0.0) | {"threshold": threshold}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the hashing path replaced in issue 14, and imagededup, for the side-by-side benchmark
+
+#: The old working size: the gray image was box-reduced to a longer side of 256 to 511 pixels.
+LEGACY_WORKING_SIZE = 256
+
+
+def legacy_image_hashes(image: Image.Image) -> np.ndarray:
+    """The hashes as computed before issue 14: ``imagehash``'s phash, dhash, dhash_vertical and whash (64x64) of
+    the gray image box-reduced to a longer side of 256-511 px, whole and centre views; shape ``(2, 4)``."""
+    import imagehash
+
+    gray = image.convert("L")
+    longest = max(gray.size)
+    if longest > 2 * LEGACY_WORKING_SIZE:
+        gray = gray.reduce(longest // LEGACY_WORKING_SIZE)
+    funcs = (imagehash.phash, imagehash.dhash, imagehash.dhash_vertical, partial(imagehash.whash, image_scale=64))
+    out = np.empty((2, len(funcs)), dtype=np.uint64)
+    for v, view in enumerate((gray, _centre(gray, CROP_FRACTION))):
+        for k, fn in enumerate(funcs):
+            bits = np.packbits(np.asarray(fn(view).hash, dtype=bool).ravel()).tobytes()
+            out[v, k] = int.from_bytes(bits, "big")
+    return out
+
+
+def _legacy_worker(path: Path):
+    try:
+        image = open_image(path)
+    except UnreadableImageError as e:
+        return SkippedFile(Path(path), e.reason)
+    return Path(path), pixel_digest(image), legacy_image_hashes(image), image.size
+
+
+def legacy_hash_images(paths: Sequence[Path], workers: Optional[int] = None,
+                       progress: Progress = False) -> HashedImages:
+    """Hash ``paths`` the way the finder did before issue 14: full decode, every pixel digest, imagehash."""
+    start = time.perf_counter()
+    kept, skipped = [], []
+    for r in parallel_map(_legacy_worker, list(paths), workers=workers, progress=progress, desc="hashing (old)"):
+        (skipped if isinstance(r, SkippedFile) else kept).append(r)
+    hashes = np.stack([r[2] for r in kept]) if kept else np.zeros((0, 2, 4), np.uint64)
+    sizes = np.array([r[3] for r in kept], dtype=np.int64).reshape(-1, 2)
+    return HashedImages([r[0] for r in kept], [r[1] for r in kept], hashes, sizes, skipped,
+                        time.perf_counter() - start)
+
+
+def legacy_find_duplicates(images: Sequence[DatasetImage], threshold: int = DEFAULT_THRESHOLD,
+                           workers: Optional[int] = None, progress: Progress = False):
+    """The whole old job on ``images``: :func:`legacy_hash_images`, the search, the report."""
+    by_path = {img.path: img for img in images}
+    hashed = legacy_hash_images([img.path for img in images], workers=workers, progress=progress)
+    kept = [by_path[p] for p in hashed.paths]
+    start = time.perf_counter()
+    ii, jj, _ = find_pairs(hashed.hashes, threshold, workers=workers)
+    search = time.perf_counter() - start
+    return build_report(kept, [""] * len(kept), hashed, ii, jj, threshold, search, "within", hashed.skipped, False)
+
+
+def imagededup_phash(folders: Sequence[Path], workers: int = 1, threshold: Optional[int] = 10
+                     ) -> tuple[dict[Path, int], Optional[dict]]:
+    """imagededup's PHash, end to end as its users run it: ``encode_images`` on each folder (recursive), then its
+    ``find_duplicates`` at ``threshold`` (None: skip the search). Returns ``{absolute path: 64-bit hash}`` and the
+    duplicate map (keys ``folder-index/relative path``). Raises ImportError when imagededup is not installed."""
+    import warnings
+
+    from imagededup.methods import PHash
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("imagededup"):
+            logging.getLogger(name).setLevel(logging.ERROR)  # it logs every step at INFO, each bad file at WARNING
+    ph = PHash(verbose=False)
+    hashes: dict[Path, int] = {}
+    encoding: dict[str, str] = {}
+    for n, folder in enumerate(folders):
+        for rel, hexhash in ph.encode_images(image_dir=str(folder), recursive=True, num_enc_workers=workers).items():
+            hashes[(Path(folder) / rel).resolve()] = int(hexhash, 16)
+            encoding[f"{n}/{rel}"] = hexhash
+    found = None
+    if threshold is not None:
+        with warnings.catch_warnings():  # "num_enc_workers has no effect since encodings are already provided"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            found = ph.find_duplicates(encoding_map=encoding, max_distance_threshold=threshold,
+                                       num_dist_workers=max(1, workers))
+    return hashes, found
+
+
+def _warm_up(method: str, images: Sequence[DatasetImage]) -> bool:
+    """Run ``method`` once on a few images, untimed, so that no method pays the others' one-off costs (importing
+    scipy, imagehash, imagededup; the first file reads). False when the method is not available."""
+    few = list(images[:4])
+    if method == "old":
+        legacy_find_duplicates(few, workers=1)
+    elif method == "draft":
+        find_duplicates(None, workers=1, images=few)
+    elif method == "imagededup":
+        try:
+            from imagededup.methods import PHash
+        except ImportError:
+            return False
+        ph = PHash(verbose=False)
+        for img in few:
+            ph.encode_image(image_file=str(img.path))
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return True
+
+
+def time_methods(images: Sequence[DatasetImage], folders: Sequence[Path], workers: int = 1,
+                 methods: Sequence[str] = ("old", "draft", "imagededup"), progress: Progress = False,
+                 repeats: int = 1) -> list[dict]:
+    """End-to-end seconds of each method on the same photos, in this run (so the ratios hold on a shared, noisy
+    machine): ``old`` (:func:`legacy_find_duplicates`), ``draft`` (the finder,
+    :func:`~data_tools.dedupe.find_duplicates`), ``imagededup`` (:func:`imagededup_phash` on ``folders``; left out
+    when not installed). Each method is warmed up first (:func:`_warm_up`); with ``repeats`` > 1 the methods take
+    turns and each keeps its fastest round (the least disturbed by other jobs). Each row: method, images, seconds,
+    images_per_second, groups (or imagededup's images with a duplicate)."""
+    methods = [m for m in methods if _warm_up(m, images)]
+    best: dict[str, dict] = {}
+    for _ in range(max(1, repeats)):
+        for method in methods:
+            start = time.perf_counter()
+            if method == "old":
+                report = legacy_find_duplicates(images, workers=workers, progress=progress)
+                n, groups = len(report.images) + len(report.skipped), len(report.groups)
+            elif method == "draft":
+                report = find_duplicates(None, workers=workers, progress=progress, images=list(images))
+                n, groups = len(report.images) + len(report.skipped), len(report.groups)
+            else:
+                hashes, found = imagededup_phash(folders, workers)
+                n, groups = len(hashes), sum(1 for v in (found or {}).values() if v)
+            seconds = time.perf_counter() - start
+            if method not in best or seconds < best[method]["seconds"]:
+                best[method] = {"method": method, "images": n, "seconds": round(seconds, 2),
+                                "images_per_second": round(n / seconds, 1) if seconds > 0 else None,
+                                "groups": groups}
+    return [best[m] for m in methods]
 
 
 def _merge_groups(group: np.ndarray, same_photo: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -1,21 +1,31 @@
 """Measure the duplicate finder on real photos and altered copies of them, and the search speed.
 
-    python scripts/benchmark_dedupe.py --data-dir ../shared/data/cars ../shared/data/flowers --output-dir /tmp/dedupe_bench
+    python scripts/benchmark_dedupe.py --data-dir ../shared/data/cars ../shared/data/flowers --od /tmp/dedupe_bench
+    python scripts/benchmark_dedupe.py --output-dir /tmp/dedupe_bench -j 1 --parts speed   # speed only
 
-Each photo under the --data-dir folders gets seven altered copies (half size, JPEG q40, 5% border crop,
-20% brighter, 3 degree rotation, grayscale, same pixels as PNG), written to OUTPUT_DIR/images (kept, so a
-rerun skips the work). Then: hashing speed (images/s on -j processes), recall and precision at each
---thresholds value for all sources together and for each --data-dir alone, the single-pHash baseline
-(imagededup's method, threshold 10 of 64), and the time to compare --synthetic hashes all-against-all.
-Writes OUTPUT_DIR/benchmark_dedupe.json and prints a table.
+Quality (--parts quality): each photo under the --data-dir folders gets seven altered copies (half size, JPEG
+q40, 5% border crop, 20% brighter, 3 degree rotation, grayscale, same pixels as PNG), written to
+OUTPUT_DIR/images (kept, so a rerun skips the work). Then: hashing speed (images/s on -j processes), recall and
+precision at each --thresholds value for all sources together and for each --data-dir alone, the single-pHash
+baseline (imagededup's method, threshold 10 of 64), and the time to compare --synthetic hashes all-against-all.
+
+Speed (--parts speed): the whole job end to end (scan, hash, search, report) on the photos under --speed-dirs,
+for each of --methods one after the other in this run, so the ratios hold on a shared machine: "draft" (the
+finder: JPEGs decoded at reduced scale, pixel digests only for exact candidates), "old" (every file decoded in
+full, every pixel digest, the imagehash library, as before issue 14) and "imagededup" (its PHash encode_images +
+find_duplicates, where the package is installed; it is optional). One table puts them side by side: images/s,
+seconds, ratios, and each method's recall / precision on the altered copies.
+Writes OUTPUT_DIR/benchmark_dedupe.json and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+METHODS = ("draft", "old", "imagededup")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -31,34 +41,77 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="two source files known to show the same photo (their copies count as one group)")
     p.add_argument("-j", "--workers", type=int, default=None, help="processes for hashing, threads for the search "
                                                                     "(default: all cores)")
+    p.add_argument("--speed-dirs", nargs="+",
+                   default=[str(_SHARED / "cars_dev"), str(_SHARED / "cars"), str(_SHARED / "flowers")],
+                   help="folders of real photos timed end to end (searched recursively)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="what to compare side by side (imagededup is skipped where it is not installed)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="speed: rounds (the methods take turns); each method keeps its fastest")
+    p.add_argument("--parts", nargs="+", choices=["quality", "speed"], default=["quality", "speed"],
+                   help="quality: recall/precision on the altered copies; speed: end-to-end time on --speed-dirs")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     from data_tools.common import DataToolError
-    from data_tools.dedupe import DEFAULT_THRESHOLD, hash_images
-    from data_tools.dedupe_eval import evaluate, evaluate_single_phash, make_altered_copies, time_search
-    from ws_dan.io import write_json
-    from ws_dan.layout import scan_dataset
-    from ws_dan.outputs import check_not_nested
-    from ws_dan.tables import format_table
     from ws_dan.utils import default_workers, fail, setup_logging
 
-    log = setup_logging()
+    setup_logging()
     workers = args.workers or default_workers()
     out = Path(args.output_dir)
-    sources, origin = [], []
+    report: dict = {"workers": workers}
     try:
-        check_not_nested(out, args.data_dir)
-        for d in args.data_dir:
-            images, _ = scan_dataset(d)
-            if not images:
-                fail(f"{d}: expected photos, found none")
-            sources += [img.path for img in images]
-            origin += [Path(d).name] * len(images)
+        from ws_dan.outputs import check_not_nested
+
+        check_not_nested(out, list(args.data_dir) + list(args.speed_dirs))
+        quality = _quality(args, out, workers, report) if "quality" in args.parts else {}
+        speed = _speed(args, workers) if "speed" in args.parts else []
     except DataToolError as e:
         fail(str(e))
+    report["speed"] = speed
+    _comparison(args, quality, speed, report)
+    from ws_dan.io import write_json
+
+    write_json(out / "benchmark_dedupe.json", report)
+    print(f"report: {out / 'benchmark_dedupe.json'}")
+    return report
+
+
+def _sources(folders):
+    from ws_dan.layout import scan_dataset
+    from ws_dan.utils import fail
+
+    images = []
+    for d in folders:
+        found, _ = scan_dataset(d)
+        if not found:
+            fail(f"{d}: expected photos, found none")
+        images.append(found)
+    return images
+
+
+def _quality(args, out: Path, workers: int, report: dict) -> dict:
+    """Recall / precision on the altered copies; returns {method: (hashing images/s, scores at the default)}."""
+    from data_tools.dedupe import DEFAULT_THRESHOLD, hash_images
+    from data_tools.dedupe_eval import (
+        evaluate,
+        evaluate_hash64,
+        evaluate_single_phash,
+        imagededup_phash,
+        legacy_hash_images,
+        make_altered_copies,
+        time_search,
+    )
+    from ws_dan.tables import format_table
+    from ws_dan.utils import fail
+
+    log = logging.getLogger("benchmark_dedupe")
+    sources, origin = [], []
+    for d, images in zip(args.data_dir, _sources(args.data_dir)):
+        sources += [img.path for img in images]
+        origin += [Path(d).name] * len(images)
     index = {p.resolve(): k for k, p in enumerate(sources)}
     same = []
     for a, b in args.same_photo:
@@ -67,12 +120,13 @@ def main(args: argparse.Namespace) -> dict:
         except KeyError as e:
             fail(f"--same-photo {e.args[0]}: not one of the source photos")
     items = make_altered_copies(sources, out / "images", progress=args.progress)
-    hashed = hash_images([it.path for it in items], workers=workers, progress=args.progress)
+    paths = [it.path for it in items]
+    hashed = hash_images(paths, workers=workers, progress=args.progress, digests=False)
     log.info("hashed %d images in %.1f s on %d processes: %.1f images/s", len(hashed), hashed.seconds, workers,
              hashed.images_per_second)
-    report: dict = {"sources": len(sources), "images": len(items), "workers": workers,
-                    "hash_seconds": round(hashed.seconds, 2), "images_per_second": round(hashed.images_per_second, 2),
-                    "unreadable": len(hashed.skipped), "results": []}
+    report.update({"sources": len(sources), "images": len(items), "hash_seconds": round(hashed.seconds, 2),
+                   "images_per_second": round(hashed.images_per_second, 2), "unreadable": len(hashed.skipped),
+                   "results": []})
     rows = []
     subsets = {"all": None}
     if len(args.data_dir) > 1:
@@ -94,7 +148,6 @@ def main(args: argparse.Namespace) -> dict:
                          f"{r['group_pair_precision']:.4f}", r["wrong_pairs"], r["search_seconds"]])
     speed = time_search(args.synthetic, threshold=DEFAULT_THRESHOLD, workers=workers)
     report["synthetic_search"] = speed
-    write_json(out / "benchmark_dedupe.json", report)
     print(format_table(rows, ["set", "method", "images", "copy recall", "pair recall", "pair precision",
                               "copies in group", "group precision", "wrong pairs", "search s"]))
     print()
@@ -110,8 +163,80 @@ def main(args: argparse.Namespace) -> dict:
     print(f"search: {speed['images']} hashes all-against-all ({speed['pairs_compared']:,} pairs) in "
           f"{speed['seconds']:.2f} s on {workers} threads; planted copies found {speed['planted_found']}/"
           f"{speed['planted_copies']}")
-    print(f"report: {out / 'benchmark_dedupe.json'}")
-    return report
+    print()
+
+    # The same altered copies scored for each compared method, at its default threshold.
+    quality = {"draft": (hashed.images_per_second, evaluate(hashed, items, DEFAULT_THRESHOLD, same, workers))}
+    if "old" in args.methods:
+        old = legacy_hash_images(paths, workers=workers, progress=args.progress)
+        quality["old"] = (old.images_per_second, evaluate(old, items, DEFAULT_THRESHOLD, same, workers))
+    if "imagededup" in args.methods:
+        import time
+
+        start = time.perf_counter()
+        try:
+            found, _ = imagededup_phash([out / "images"], workers, threshold=None)
+        except ImportError:
+            found = None
+        if found is not None:
+            seconds = time.perf_counter() - start
+            known = [p for p in paths if p.resolve() in found]
+            quality["imagededup"] = (len(paths) / seconds, evaluate_hash64(
+                known, [found[p.resolve()] for p in known], items, 10, same))
+    return quality
+
+
+def _speed(args, workers: int) -> list:
+    from data_tools.dedupe_eval import time_methods
+
+    images = [img for found in _sources(args.speed_dirs) for img in found]
+    methods = [m for m in ("draft", "old", "imagededup") if m in args.methods]
+    return time_methods(images, [Path(d) for d in args.speed_dirs], workers, methods, progress=args.progress,
+                        repeats=args.repeats)
+
+
+_LABELS = {"draft": "this finder: draft decode, digests on demand (4 hashes x 2 views, t=36)",
+           "old": "old path: full decode, every digest, imagehash (t=36)",
+           "imagededup": "imagededup PHash (t=10/64)"}
+
+
+def _comparison(args, quality: dict, speed: list, report: dict) -> None:
+    """The side-by-side table: end-to-end speed on the real photos and quality on the altered copies."""
+    from ws_dan.tables import format_table
+
+    by = {r["method"]: r for r in speed}
+    methods = [m for m in ("draft", "old", "imagededup") if m in by or m in quality]
+    rows, table = [], []
+
+    def ratio(m, ref):
+        if m in by and ref in by and by[m]["seconds"]:
+            return round(by[ref]["seconds"] / by[m]["seconds"], 2)
+        return None
+
+    for m in methods:
+        sp, q = by.get(m, {}), quality.get(m, (None, {}))
+        row = {"method": m, "images": sp.get("images"), "seconds": sp.get("seconds"),
+               "images_per_second": sp.get("images_per_second"), "speedup_vs_imagededup": ratio(m, "imagededup"),
+               "speedup_vs_old": ratio(m, "old"), "altered_images_per_second": round(q[0], 1) if q[0] else None,
+               "copy_recall": q[1].get("copy_recall"), "pair_recall": q[1].get("pair_recall"),
+               "pair_precision": q[1].get("pair_precision"), "wrong_pairs": q[1].get("wrong_pairs")}
+        rows.append(row)
+
+        def f(v, spec=".3f"):
+            return "-" if v is None else format(v, spec)
+
+        table.append([_LABELS[m], f(row["images"], "d"), f(row["seconds"], ".1f"), f(row["images_per_second"], ".1f"),
+                      f(row["speedup_vs_imagededup"], ".2f"), f(row["speedup_vs_old"], ".2f"),
+                      f(row["altered_images_per_second"], ".1f"), f(row["copy_recall"]), f(row["pair_recall"]),
+                      f(row["pair_precision"]), f(row["wrong_pairs"], "d")])
+    report["comparison"] = rows
+    if not table:
+        return
+    print(f"side by side, -j {report['workers']} (speed: the whole job on --speed-dirs; quality: the altered copies)")
+    print(format_table(table, ["method", "photos", "seconds", "images/s", "x imagededup", "x old",
+                               "altered images/s", "copy recall", "pair recall", "pair precision", "wrong pairs"]))
+    if "imagededup" in args.methods and "imagededup" not in methods:
+        print("imagededup is not installed: its rows are left out (pip install imagededup to compare)")
 
 
 def _subset(hashed, keep: set):

@@ -34,7 +34,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--od", default=None, help="new folder for the reports (required unless --undo)")
     p.add_argument("--threshold", "-t", type=int, default=DEFAULT_THRESHOLD,
                    help="near-duplicate distance: summed Hamming distance of four 64-bit perceptual hashes (0-96)")
-    p.add_argument("--exact-only", action="store_true", help="only identical pixels (no perceptual hashes)")
+    p.add_argument("--exact-only", action="store_true",
+                   help="only identical pixels (perceptual hashes only pick which images get the full decode)")
     p.add_argument("--action", choices=["report", "copy-unique", "quarantine"], default="report",
                    help="report only; copy the images to keep to OUTPUT_DIR/unique; or move the duplicates to "
                         "OUTPUT_DIR/quarantine (undo with --undo)")

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import shared
 from PIL import Image
 
-from conftest import shared
 from ws_dan.images import UnreadableImageError, check_image, find_images, open_image, sniff_format
 
 
@@ -23,24 +23,35 @@ def odd_images(tmp_path):
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
     files = {}
-    rgb.convert("L").save(tmp_path / "gray.png"); files["gray"] = tmp_path / "gray.png"
-    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg"); files["cmyk"] = tmp_path / "cmyk.jpg"
-    rgb.convert("P", palette=Image.ADAPTIVE).save(tmp_path / "palette.png"); files["palette"] = tmp_path / "palette.png"
+    rgb.convert("L").save(tmp_path / "gray.png")
+    files["gray"] = tmp_path / "gray.png"
+    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    files["cmyk"] = tmp_path / "cmyk.jpg"
+    rgb.convert("P", palette=Image.ADAPTIVE).save(tmp_path / "palette.png")
+    files["palette"] = tmp_path / "palette.png"
     rgba = rgb.convert("RGBA")
     rgba.putalpha(0)  # fully transparent
-    rgba.save(tmp_path / "alpha.png"); files["alpha"] = tmp_path / "alpha.png"
-    Image.fromarray((np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)).save(tmp_path / "gray16.png")
+    rgba.save(tmp_path / "alpha.png")
+    files["alpha"] = tmp_path / "alpha.png"
+    Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30) * 100).save(tmp_path / "gray16.png")
     files["gray16"] = tmp_path / "gray16.png"
-    rgb.save(tmp_path / "really_png.jpg", "PNG"); files["png_named_jpg"] = tmp_path / "really_png.jpg"
+    rgb.save(tmp_path / "really_png.jpg", "PNG")
+    files["png_named_jpg"] = tmp_path / "really_png.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    (tmp_path / "rotated.jpg").write_bytes(_jpeg_bytes(rgb, exif=exif.tobytes())); files["rotated"] = tmp_path / "rotated.jpg"
+    (tmp_path / "rotated.jpg").write_bytes(_jpeg_bytes(rgb, exif=exif.tobytes()))
+    files["rotated"] = tmp_path / "rotated.jpg"
     full = _jpeg_bytes(rgb, quality=95)
-    (tmp_path / "truncated.jpg").write_bytes(full[: len(full) // 2]); files["truncated"] = tmp_path / "truncated.jpg"
-    (tmp_path / "empty.jpg").write_bytes(b""); files["empty"] = tmp_path / "empty.jpg"
-    (tmp_path / "notes.jpg").write_text("<html>404 not found</html>"); files["html"] = tmp_path / "notes.jpg"
-    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50); files["corrupt"] = tmp_path / "corrupt.png"
-    (tmp_path / ".DS_Store").write_bytes(b"\x00\x01"); files["hidden"] = tmp_path / ".DS_Store"
+    (tmp_path / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    files["truncated"] = tmp_path / "truncated.jpg"
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    files["empty"] = tmp_path / "empty.jpg"
+    (tmp_path / "notes.jpg").write_text("<html>404 not found</html>")
+    files["html"] = tmp_path / "notes.jpg"
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    files["corrupt"] = tmp_path / "corrupt.png"
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x01")
+    files["hidden"] = tmp_path / ".DS_Store"
     return files
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -186,17 +187,77 @@ def _opened(path: Path, max_pixels: int, corrupt: str) -> Iterator[Image.Image]:
         raise UnreadableImageError(path, f"{corrupt} ({e})") from None
 
 
-def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, draft: Optional[int] = None) -> Image.Image:
     """Decode ``path`` fully into an upright RGB :class:`PIL.Image.Image`.
 
     EXIF orientation is applied, any mode is converted to RGB (alpha over white), animated GIFs give
     their first frame. Raises :class:`UnreadableImageError` (naming the path and the reason) for missing,
     empty, truncated, corrupt, non-image and over-sized files.
+
+    ``draft``: when given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (the decoder's DCT scaling, see
+    :func:`decode_image`) as long as its shorter side stays at least ``draft`` pixels; other formats decode in
+    full. The returned picture is then smaller than the file's.
     """
-    with _opened(Path(path), max_pixels, "corrupt or truncated image") as im:
+    return decode_image(path, max_pixels=max_pixels, draft=draft).image
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded picture and what the file holds at full resolution (see :func:`decode_image`)."""
+
+    image: Image.Image  # upright; RGB, or L when decoded with gray=True
+    full_size: tuple[int, int]  # upright (width, height) of the full-resolution picture
+    scale: int  # 1, 2, 4 or 8: how much the decoder scaled the picture down (1: decoded in full)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag, 1 (upright) when absent or unreadable."""
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a malformed EXIF block must not hide an otherwise readable image
+        return 1
+
+
+def decode_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, draft: Optional[int] = None,
+                 gray: bool = False) -> DecodedImage:
+    """Decode ``path`` like :func:`open_image`, optionally at reduced scale and in grayscale, and say at what scale.
+
+    ``draft`` (pixels): a JPEG is decoded with libjpeg's DCT scaling (PIL's ``Image.draft``) at the largest
+    factor of 2, 4 or 8 that keeps its shorter side at least ``draft`` pixels. The scaled decoder skips most of
+    the inverse DCT, upsampling and colour conversion work (the whole entropy-coded stream is still read, so a
+    truncated file still fails here), and its 1/8 scale is exactly the mean of each 8x8 block; the picture is
+    close to the full decode reduced by the same factor (:meth:`PIL.Image.Image.reduce`). Other formats have no
+    such shortcut and decode in full. ``gray``: return a grayscale (``L``) picture; a colour JPEG then decodes only
+    its luma channel (JPEG's Y is the same ITU-R 601 weighting as PIL's RGB -> L, up to rounding), every other
+    file is made RGB first (alpha over white, CMYK converted) and then gray, as ``open_image(...).convert("L")``.
+
+    ``full_size`` is the upright size of the full-resolution picture (what :func:`open_image` would return),
+    ``scale`` the factor applied by the decoder. Raises :class:`UnreadableImageError` like :func:`open_image`.
+    """
+    path = Path(path)
+    with _opened(path, max_pixels, "corrupt or truncated image") as im:
         im.seek(0)
+        width, height = im.size
+        scale = 1
+        if draft is not None and im.format in ("JPEG", "MPO"):
+            factor = 1
+            while factor < 8 and min(width, height) // (2 * factor) >= max(1, int(draft)):
+                factor *= 2
+            if factor > 1 or (gray and im.mode == "RGB"):
+                # Request the size this factor gives, rounded down: PIL then picks exactly ``factor``.
+                request = (max(1, width // factor), max(1, height // factor))
+                result = im.draft("L" if gray and im.mode == "RGB" else im.mode, request)
+                if result is not None:
+                    scale = max(1, round(width / result[1][2]))
         im.load()  # decode now: truncated data raises OSError here
-        return _to_rgb(ImageOps.exif_transpose(im))
+        if _orientation(im) in (5, 6, 7, 8):  # displayed rotated by 90 degrees
+            width, height = height, width
+        upright = ImageOps.exif_transpose(im)
+        if gray:
+            out = upright if upright.mode == "L" else _to_rgb(upright).convert("L")
+        else:
+            out = _to_rgb(upright)
+        return DecodedImage(out, (width, height), scale)
 
 
 def _unidentified_reason(path: Path) -> str:
@@ -239,10 +300,7 @@ def read_image_info(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     path = Path(path)
     with _opened(path, max_pixels, "corrupt image header") as im:
         w, h = im.size
-        try:
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        except Exception:  # a malformed EXIF block must not hide an otherwise readable image
-            orientation = 1
+        orientation = _orientation(im)
         if orientation in (5, 6, 7, 8):  # these orientations display the image rotated by 90 degrees
             w, h = h, w
         return ImageInfo(path, im.format or "", im.mode, w, h, int(getattr(im, "n_frames", 1) or 1), orientation)

@@ -3,6 +3,11 @@
 :func:`find_duplicates` compares every image of one tree; :func:`find_leaks` only the query images (e.g. test/)
 with the reference images (e.g. train/). Each group's ``members[0]`` is the copy to keep (:func:`keeper_order`).
 :func:`duplicates_contact_sheet` draws the groups for a person to check.
+
+Both hash at the working size only (``hash_images(..., digests=False)``: a JPEG is draft-decoded) and take the
+full-decode pixel digest only of the images ``search.exact_candidates`` names (same size, nearly the same hashes;
+its docstring says why that finds every exact pair). Exact pairs are always grouped, whatever the threshold, as
+they were when identical pixels meant identical hashes, and an exact copy's distance reads 0.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from data_tools.dedupe.hashing import HashedImages, hash_images
+from data_tools.dedupe.hashing import HashedImages, add_digests, hash_images
 from data_tools.dedupe.search import (
     DEFAULT_THRESHOLD,
     check_threshold,
     connected_groups,
+    exact_candidates,
     exact_pairs,
     find_pairs,
     pair_distances,
@@ -155,6 +161,10 @@ def keeper_order(members: list[int], images: list[DatasetImage], sizes: np.ndarr
                                           m))
 
 
+def _same_pixels(digests: list, a: int, b: int) -> bool:
+    return digests[a] is not None and digests[a] == digests[b]
+
+
 def build_report(images: list[DatasetImage], sides: list[str], hashed: HashedImages, pairs_i: np.ndarray,
                   pairs_j: np.ndarray, threshold: int, search_seconds: float, mode: str,
                   skipped: list[SkippedFile], exact_only: bool) -> DuplicateReport:
@@ -163,13 +173,23 @@ def build_report(images: list[DatasetImage], sides: list[str], hashed: HashedIma
         members = keeper_order(members, images, hashed.sizes, sides)
         keeper = members[0]
         dists = pair_distances(hashed.hashes[[keeper] * len(members)], hashed.hashes[members]).tolist()
-        kinds = ["keep"] + ["exact" if hashed.digests[m] == hashed.digests[keeper] else "near" for m in members[1:]]
-        groups.append(DuplicateGroup(0, members, [int(d) for d in dists], kinds, [images[m].label for m in members]))
+        exact = [_same_pixels(hashed.digests, m, keeper) for m in members]
+        kinds = ["keep"] + ["exact" if e else "near" for e in exact[1:]]
+        # Identical pixels are distance 0 by definition (a draft-decoded JPEG's hashes may sit a bit or two off).
+        dists = [0 if e else int(d) for d, e in zip(dists, exact)]
+        groups.append(DuplicateGroup(0, members, dists, kinds, [images[m].label for m in members]))
     groups.sort(key=lambda g: str(images[g.members[0]].path))
     for k, g in enumerate(groups, 1):
         g.id = k
     return DuplicateReport(images, sides, hashed.hashes, hashed.digests, hashed.sizes, groups, threshold,
                            skipped, hashed.seconds, search_seconds, len(pairs_i), mode, exact_only)
+
+
+def _union(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pairs of two ``(i, j)`` pair lists, sorted."""
+    pairs = np.unique(np.concatenate([np.stack(a, axis=1), np.stack(b, axis=1)]).reshape(-1, 2).astype(np.int64),
+                      axis=0)
+    return pairs[:, 0], pairs[:, 1]
 
 
 def find_duplicates(data_dir, threshold: int = DEFAULT_THRESHOLD, workers: Optional[int] = None,
@@ -185,14 +205,16 @@ def find_duplicates(data_dir, threshold: int = DEFAULT_THRESHOLD, workers: Optio
     if images is None:
         images, skipped = scan_dataset(data_dir)
     by_path = {img.path: img for img in images}
-    hashed = hash_images([img.path for img in images], workers=workers, progress=progress, strict=strict)
+    hashed = hash_images([img.path for img in images], workers=workers, progress=progress, strict=strict,
+                         digests=False)
     kept = [by_path[p] for p in hashed.paths]
     start = time.perf_counter()
-    if exact_only:
-        ii, jj = exact_pairs(hashed.digests)
-    else:
-        ii, jj, _ = find_pairs(hashed.hashes, threshold, workers=workers)
+    ci, cj = exact_candidates(hashed.hashes, hashed.sizes, workers=workers)
+    near = (np.zeros(0, np.int64),) * 2 if exact_only else find_pairs(hashed.hashes, threshold, workers=workers)[:2]
     search = time.perf_counter() - start
+    add_digests(hashed, np.concatenate([ci, cj]), workers=workers, progress=progress)
+    LOG.debug("%d exact candidates, %d digested", len(ci), sum(d is not None for d in hashed.digests))
+    ii, jj = _union(near, exact_pairs(hashed.digests))
     LOG.debug("%d pairs within distance %d among %d images", len(ii), threshold, len(kept))
     return build_report(kept, [""] * len(kept), hashed, ii, jj, threshold, search, "within",
                          skipped + hashed.skipped, exact_only)
@@ -225,18 +247,24 @@ def find_leaks(reference_dir, query_dir, threshold: int = DEFAULT_THRESHOLD, wor
     by_path = {img.path: img for img in all_images}
     sides_by_path = {img.path: "reference" for img in reference_images}
     sides_by_path.update({img.path: "query" for img in query_images})
-    hashed = hash_images([img.path for img in all_images], workers=workers, progress=progress, strict=strict)
+    hashed = hash_images([img.path for img in all_images], workers=workers, progress=progress, strict=strict,
+                         digests=False)
     kept = [by_path[p] for p in hashed.paths]
     sides = [sides_by_path[p] for p in hashed.paths]
     is_ref = np.array([s == "reference" for s in sides], dtype=bool)
     ref_idx, query_idx = np.flatnonzero(is_ref), np.flatnonzero(~is_ref)
     start = time.perf_counter()
+    qh, rh = hashed.hashes[query_idx], hashed.hashes[ref_idx]
+    cq, cr = exact_candidates(qh, hashed.sizes[query_idx], other=rh, other_sizes=hashed.sizes[ref_idx],
+                              workers=workers)
     if exact_only:
-        ii, jj = exact_pairs(hashed.digests, left=is_ref)
+        near = (np.zeros(0, np.int64),) * 2
     else:
-        qi, rj, _ = find_pairs(hashed.hashes[query_idx], threshold, other=hashed.hashes[ref_idx], workers=workers)
-        ii, jj = ref_idx[rj], query_idx[qi]
+        qi, rj, _ = find_pairs(qh, threshold, other=rh, workers=workers)
+        near = (ref_idx[rj], query_idx[qi])
     search = time.perf_counter() - start
+    add_digests(hashed, np.concatenate([query_idx[cq], ref_idx[cr]]), workers=workers, progress=progress)
+    ii, jj = _union(near, exact_pairs(hashed.digests, left=is_ref))
     return build_report(kept, sides, hashed, ii, jj, threshold, search, "leak", skipped + hashed.skipped,
                          exact_only)
 
