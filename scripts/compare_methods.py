@@ -1,52 +1,82 @@
-"""Compare the baseline CNN, WS-DAN and WS-DAN + CAL with the same budget, over several seeds.
+"""A fair comparison of training methods: the same budget for all, a learning-rate sweep each, several seeds.
 
+    python scripts/compare_methods.py --data-dir ../shared/data/cars_dev --output-dir runs/compare_cars_dev \
+        --pretrained-path ../shared/data/weights/mobilenet_v2-b0353104.pth --lrs 0.003 0.01 0.03 --seeds 0 1
     python scripts/compare_methods.py --dataset sample --output-dir runs/compare_sample
-    python scripts/compare_methods.py --dataset cars --cars-dir ../shared/data/cars \
-        --pretrained-path ../shared/data/weights/mobilenet_v2-b0353104.pth --output-dir runs/compare_cars
 
-Every run uses the same backbone, image size, epochs, batch size, optimizer and schedule; only the method
-differs. The table reports the test top-1 after the last epoch (no model selection on the test split), as
-mean and standard deviation over the seeds, and the mean training time. Writes results.csv and table.md.
+Every run is ``python scripts/train.py`` in a subprocess with the same backbone, image size, epochs, batch,
+augmentation, optimizer and cosine schedule; only the method's own flags and the learning rate differ. Each
+method gets every learning rate of ``--lrs`` (or its own list, ``--method-lrs wsdan=0.001,0.003,0.01``) and
+every seed. Runs live in OUTPUT/<method>/lr<lr>/seed<seed>/; a run whose metrics.csv already holds all epochs
+with the same settings (checked against its args.json) is not repeated, so an interrupted sweep resumes; an
+unfinished run, or one made with other settings, is trained again from the start (train.py --overwrite replaces
+its files).
 
-Datasets: ``sample`` is the built-in synthetic set (classes differ only by a small badge), trained from random
-initialisation; ``cars`` is a folder of class folders of real photos, split per class (``--train-per-class``
-images for training, the rest, up to ``--test-per-class``, for test; the same split for every run).
+Writes results.csv (one row per run), table.md (mean +- sd over seeds at each method's best learning rate,
+and every learning rate's mean) and curves.png (test top-1 per epoch, mean over seeds, each method at its best
+learning rate). "Best" is chosen by the mean *final* test top-1 over the seeds: there is no separate
+validation split, so the choice is optimistic, for every method alike. A run that diverges (train.py's
+divergence guard) counts as failed at that learning rate.
+
+Methods: ``baseline`` (backbone + global pooling + linear), ``wsdan`` (train.py's WS-DAN defaults),
+``wsdan+cal``; more with ``--define NAME="train.py flags"``. Datasets: ``--data-dir`` (train/ and test/ class
+folders, used as they are), ``--dataset sample`` (the built-in synthetic set, random initialisation, with the
+fraction of inference crops that hold the badge), or ``--dataset cars`` (a folder of class folders, split once
+per class into OUTPUT/data).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-METHODS = {"baseline": ["--method", "baseline"], "wsdan": ["--method", "wsdan"],
-           "wsdan+cal": ["--method", "wsdan", "--cal"]}
+TRAIN = Path(__file__).resolve().with_name("train.py")
+METHODS = {"baseline": "--method baseline", "wsdan": "--method wsdan", "wsdan+cal": "--method wsdan --cal"}
+# train.py flags that do not change the result: ignored when deciding whether a finished run can be reused
+NEUTRAL = {"--save-dir", "--workers", "--no-progress", "--progress", "--device", "--save-freq", "--data-dir",
+           "--overwrite", "--report", "--no-report"}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Baseline vs WS-DAN vs WS-DAN+CAL, same budget, several seeds",
+    p = argparse.ArgumentParser(description="Baseline vs WS-DAN (vs CAL...): same budget, lr sweep, several seeds",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
-    p.add_argument("--dataset", choices=["sample", "cars"], required=True)
+    p.add_argument("--data-dir", "--dd", default=None, help="a dataset with train/<class>/ and test/<class>/")
+    p.add_argument("--dataset", choices=["sample", "cars"], default=None,
+                   help="instead of --data-dir: the synthetic sample set, or --cars-dir split per class")
     p.add_argument("--output-dir", "--od", required=True)
-    p.add_argument("--cars-dir", default=str(ROOT.parent / "shared" / "data" / "cars"),
+    p.add_argument("--cars-dir", default=str(TRAIN.parents[2] / "shared" / "data" / "cars"),
                    help="--dataset cars: a folder of class folders")
     p.add_argument("--train-per-class", type=int, default=15)
     p.add_argument("--test-per-class", type=int, default=5)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("-m", "--model", default=None, help="backbone (default: tiny for sample, mobilenet_v2 for cars)")
-    p.add_argument("--image-size", type=int, default=None, help="default: 112 for sample, 224 for cars")
-    p.add_argument("--num-attentions", type=int, default=32)
-    p.add_argument("-e", "--epochs", type=int, default=10)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"of {list(METHODS)} and --define's")
+    p.add_argument("--define", action="append", default=[], metavar='NAME="FLAGS"',
+                   help='add a method: its name and train.py flags, '
+                        'e.g. wsdan_m32="--method wsdan --num-attentions 32"')
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--lrs", type=float, nargs="+", default=None,
+                   help="learning rates every method is tried at; default 0.003 0.01 0.03 (pretrained), "
+                        "0.01 0.03 0.1 (sample)")
+    p.add_argument("--lr", type=float, default=None, help="a single learning rate (the same as --lrs LR)")
+    p.add_argument("--method-lrs", action="append", default=[], metavar="NAME=LR,LR,...",
+                   help="a method's own learning rates, instead of --lrs")
+    p.add_argument("-m", "--model", default=None, help="backbone (default: tiny for sample, mobilenet_v2 otherwise)")
+    p.add_argument("--image-size", type=int, default=None, help="default: 112 for sample, 224 otherwise")
+    p.add_argument("--num-attentions", type=int, default=None, help="WS-DAN's M; default train.py's")
+    p.add_argument("-e", "--epochs", type=int, default=8)
     p.add_argument("-b", "--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="default: 0.01 from random init, 0.001 fine-tuning")
-    p.add_argument("--pretrained-path", default=None, help="ImageNet weights for --dataset cars")
+    p.add_argument("--augment", default=None, help="train.py --augment, the same for every method; default train.py's")
+    p.add_argument("--pretrained-path", default=None, help="local ImageNet weights (offline)")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="start from ImageNet weights (--dataset sample: always random initialisation)")
     p.add_argument("-j", "--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags, passed to every run")
     return p
 
@@ -81,10 +111,10 @@ def attention_on_detail(ckpt: Path, data: Path) -> dict:
     mean normalised attention inside the badge box relative to the whole image (1 = no preference)."""
     import torch
 
-    from ws_dan.images import open_image
     from ws_dan.attention import attention_crop_boxes, normalized_attention
     from ws_dan.checkpoint import model_from_checkpoint
     from ws_dan.data import build_transform
+    from ws_dan.images import open_image
     from ws_dan.io import read_csv_rows
 
     model = model_from_checkpoint(ckpt)
@@ -112,69 +142,264 @@ def attention_on_detail(ckpt: Path, data: Path) -> dict:
     return {"crop_hits_badge": sum(hits) / n, "crop_area": sum(areas) / n, "attention_ratio": sum(ratios) / n}
 
 
+def parse_flags(argv: list[str]) -> dict[str, list[str]]:
+    """``["--lr", "0.01", "--cal", "--crop-theta", "0.3", "0.5"]`` -> {"--lr": ["0.01"], "--cal": [], ...}."""
+    flags: dict[str, list[str]] = {}
+    key = None
+    for token in argv:
+        if token.startswith("--") and not _is_number(token):
+            key = token
+            flags[key] = []
+        elif key is not None:
+            flags[key].append(token)
+    return flags
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _same(value, wanted: list[str]) -> bool:
+    """Does an args.json value equal the flag's value(s) as given on the command line?"""
+    if not wanted:  # a switch: --cal -> True, --no-pretrained -> (checked by the caller as False)
+        return value is True
+    if isinstance(value, list):
+        return len(value) == len(wanted) and all(_same(v, [w]) for v, w in zip(value, wanted))
+    if len(wanted) != 1:
+        return False
+    try:
+        return math.isclose(float(value), float(wanted[0]), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return str(value) == wanted[0]
+
+
+def run_is_complete(run_dir: Path, argv: list[str], epochs: int) -> bool:
+    """True when run_dir holds a finished run (``epochs`` rows in metrics.csv) made with the same settings as
+    ``argv`` (every result-affecting flag matches args.json), so it need not be repeated."""
+    import json
+
+    from ws_dan.io import read_csv_rows
+
+    try:
+        rows = read_csv_rows(run_dir / "metrics.csv")
+        saved = json.loads((run_dir / "args.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if len(rows) != epochs or int(rows[-1]["epoch"]) != epochs:
+        return False
+    for flag, values in parse_flags(argv).items():
+        if flag in NEUTRAL:
+            continue
+        if flag.startswith("--no-") and not values:
+            if saved.get(flag[5:].replace("-", "_"), None) is not False:
+                return False
+            continue
+        if not _same(saved.get(flag[2:].replace("-", "_")), values):
+            return False
+    return True
+
+
+def _diverged_before(run_dir: Path, argv: list[str]) -> str:
+    """The error line of an earlier run in run_dir that diverged with the same flags, else ''."""
+    import json
+
+    try:
+        saved = json.loads((run_dir / "diverged.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return saved.get("error", "") if saved.get("argv") == argv else ""
+
+
+def _lr_label(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def _read_run(run_dir: Path) -> dict:
+    from ws_dan.io import read_csv_rows
+
+    rows = read_csv_rows(run_dir / "metrics.csv")
+    top1 = [float(r["val_top1"]) for r in rows]
+    best = max(range(len(top1)), key=lambda i: top1[i])
+    return {"test_top1": top1[-1], "best_test_top1": top1[best], "best_epoch": best + 1,
+            "minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1), "curve": top1}
+
+
+def summarize(results: list[dict], methods: list[str]) -> tuple[dict, list[str]]:
+    """Per method and learning rate: mean and sd of the final test top-1 over the seeds; each method's best
+    learning rate (highest mean; a learning rate with a diverged or failed run is never best). Returns
+    ({method: {"lr", "mean", "sd", "n", "best_mean", "runs"}}, the markdown lines of the per-lr table)."""
+    best: dict[str, dict] = {}
+    lines = ["| method | lr | final top-1 % per seed | mean ± sd | best epoch's top-1 % (mean) |",
+             "|---|---|---|---|---|"]
+    for method in methods:
+        lrs = sorted({r["lr"] for r in results if r["method"] == method})
+        for lr in lrs:
+            runs = [r for r in results if r["method"] == method and r["lr"] == lr]
+            ok = [r for r in runs if r["status"] == "ok"]
+            accs = [r["test_top1"] for r in ok]
+            failed = len(ok) < len(runs)
+            mean = statistics.mean(accs) if accs else math.nan
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            per_seed = ", ".join(f"{r['test_top1']:.1f}" if r["status"] == "ok" else r["status"] for r in runs)
+            best_mean = statistics.mean(r["best_test_top1"] for r in ok) if ok else math.nan
+            lines.append(f"| {method} | {lr:g} | {per_seed} | " + (f"{mean:.2f} ± {sd:.2f}" if accs else "-")
+                         + (" (a run failed)" if failed and accs else "") + f" | {best_mean:.1f} |")
+            score = -math.inf if failed or not accs else mean
+            if method not in best or score > best[method]["score"]:
+                best[method] = {"lr": lr, "mean": mean, "sd": sd, "n": len(accs), "best_mean": best_mean,
+                                "runs": ok, "score": score}
+    return best, lines
+
+
 def main(args: argparse.Namespace) -> list[dict]:
-    import statistics
+    from ws_dan.io import write_csv, write_json
+    from ws_dan.plots import plot_method_curves
+    from ws_dan.run_dir import existing_run_files
+    from ws_dan.utils import fail
 
-    import train
-
-    from data_tools.synthetic import make_sample_dataset
-    from ws_dan.io import read_csv_rows, write_csv
-
+    methods = dict(METHODS)
+    for spec in args.define:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.strip():
+            fail(f'--define {spec!r}: expected NAME="train.py flags"')
+        methods[name.strip()] = flags
+    unknown = [m for m in args.methods if m not in methods]
+    if unknown:
+        fail(f"--methods {' '.join(unknown)}: unknown; choose from {', '.join(methods)} or add one with --define")
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.dataset == "sample":
-        data = out / "data"
-        if not (data / "boxes.csv").is_file():
-            make_sample_dataset(data, seed=0, overwrite=True)
-        backbone, size, lr = args.model or "tiny", args.image_size or 112, args.lr or 0.01
-        weights = ["--no-pretrained"]
-    else:
-        data = _split_cars(Path(args.cars_dir), out / "data", args.train_per_class, args.test_per_class)
-        backbone, size, lr = args.model or "mobilenet_v2", args.image_size or 224, args.lr or 0.001
-        weights = ["--pretrained-path", args.pretrained_path] if args.pretrained_path else ["--pretrained"]
-    results = []
-    for seed in args.seeds:
-        for method in args.methods:
-            run_dir = out / f"{method}_seed{seed}"
-            argv = ["--data-dir", str(data), "--save-dir", str(run_dir), "-m", backbone, "--image-size", str(size),
-                    "--num-attentions", str(args.num_attentions), "-e", str(args.epochs), "-b", str(args.batch_size),
-                    "--lr", str(lr), "--lr-scheduler", "cosine", "--seed", str(seed), "-j", str(args.workers),
-                    "--sf", "0", "--device", "cpu", "--no-progress", *weights, *METHODS[method], *args.extra]
-            print(f"\n== {method}, seed {seed}: python scripts/train.py {' '.join(argv)}", flush=True)
-            start = time.time()
-            train.main(train.get_args_parser().parse_args(argv))
-            rows = read_csv_rows(run_dir / "metrics.csv")
-            result = {"method": method, "seed": seed, "test_top1": float(rows[-1]["val_top1"]),
-                      "best_test_top1": max(float(r["val_top1"]) for r in rows),
-                      "seconds": round(time.time() - start, 1)}
-            if args.dataset == "sample":
-                result.update({k: round(v, 3) for k, v in attention_on_detail(run_dir / "last.pt", data).items()})
-            results.append(result)
-            write_csv(out / "results.csv", results)
-
     sample = args.dataset == "sample"
-    lines = [f"| method | test top-1 % (mean ± sd over seeds {', '.join(map(str, args.seeds))}) | "
-             "best epoch's top-1 % | seconds per run |" + (" crop box holds the badge | crop area | attention "
-                                                            "on badge / mean |" if sample else ""),
-             "|---|---|---|---|" + ("---|---|---|" if sample else "")]
+    if args.data_dir:
+        data = Path(args.data_dir)
+        if not (data / "train").is_dir() or not (data / "test").is_dir():
+            fail(f"--data-dir {data}: expected train/<class>/ and test/<class>/ folders")
+    elif sample:
+        from data_tools.synthetic import make_sample_dataset
+
+        data = out / "data"
+        if not (data / "boxes.csv").is_file() and not args.dry_run:
+            make_sample_dataset(data, seed=0, overwrite=True)
+    elif args.dataset == "cars":
+        if not args.cars_dir or not Path(args.cars_dir).is_dir():
+            fail(f"--cars-dir {args.cars_dir}: expected a folder of class folders")
+        data = _split_cars(Path(args.cars_dir), out / "data", args.train_per_class, args.test_per_class)
+    else:
+        fail("give --data-dir DIR (train/ and test/ class folders) or --dataset sample|cars")
+    backbone = args.model or ("tiny" if sample else "mobilenet_v2")
+    size = args.image_size or (112 if sample else 224)
+    default_lrs = [args.lr] if args.lr else (args.lrs or ([0.01, 0.03, 0.1] if sample else [0.003, 0.01, 0.03]))
+    method_lrs = {}
+    for spec in args.method_lrs:
+        name, sep, values = spec.partition("=")
+        try:
+            method_lrs[name] = [float(v) for v in values.split(",")]
+        except ValueError:
+            fail(f"--method-lrs {spec!r}: expected NAME=LR,LR,... (numbers)")
+        if not sep or name not in methods:
+            fail(f"--method-lrs {spec!r}: expected NAME=LR,LR,... with NAME one of {', '.join(methods)}")
+    weights = (["--no-pretrained"] if sample or not args.pretrained else
+               ["--pretrained-path", args.pretrained_path] if args.pretrained_path else ["--pretrained"])
+    common = ["--data-dir", str(data), "--model", backbone, "--image-size", str(size), "--epochs", str(args.epochs),
+              "--batch-size", str(args.batch_size), "--lr-scheduler", "cosine", "--workers", str(args.workers),
+              "--save-freq", "0", "--no-progress", "--no-report", "--device", args.device, *weights]
+    if args.num_attentions:
+        common += ["--num-attentions", str(args.num_attentions)]
+    if args.augment:
+        common += ["--augment", args.augment]
+
+    results: list[dict] = []
+    out.mkdir(parents=True, exist_ok=True)
     for method in args.methods:
-        rs = [r for r in results if r["method"] == method]
-        acc = [r["test_top1"] for r in rs]
-        best = [r["best_test_top1"] for r in rs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        line = (f"| {method} | {statistics.mean(acc):.1f} ± {sd:.1f} | {statistics.mean(best):.1f} | "
-                f"{statistics.mean(r['seconds'] for r in rs):.0f} |")
+        for lr in method_lrs.get(method, default_lrs):
+            for seed in args.seeds:
+                run_dir = out / method / _lr_label(lr) / f"seed{seed}"
+                argv = ["--save-dir", str(run_dir), *common, "--lr", f"{lr:g}", "--seed", str(seed),
+                        *shlex.split(methods[method]), *args.extra]
+                command = [sys.executable, str(TRAIN), *argv]
+                result = {"method": method, "lr": lr, "seed": seed, "status": "ok", "error": ""}
+                if args.dry_run:
+                    print(shlex.join(command))
+                    continue
+                diverged = _diverged_before(run_dir, argv)
+                if diverged:
+                    result.update(status="diverged", error=diverged)
+                    print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
+                elif run_is_complete(run_dir, argv, args.epochs):
+                    print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
+                else:
+                    if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
+                        command.append("--overwrite")  # folder without it; the old run's files are replaced
+                    print(f"== {method} lr {lr:g} seed {seed}: {shlex.join(command)}", flush=True)
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    (run_dir / "diverged.json").unlink(missing_ok=True)  # an earlier run's, with other settings
+                    start = time.time()
+                    with open(run_dir / "stderr.log", "w") as err:
+                        code = subprocess.call(command, stderr=err)
+                    if code != 0:
+                        lines = (run_dir / "stderr.log").read_text().strip().splitlines()
+                        message = lines[-1] if lines else f"exit code {code}"
+                        result.update(status="diverged" if "diverged" in message else "failed", error=message)
+                        if result["status"] == "diverged":  # deterministic: remembered, not run again
+                            write_json(run_dir / "diverged.json", {"argv": argv, "error": message})
+                        print(f"   {result['status']}: {message}", flush=True)
+                    print(f"   {time.time() - start:.0f} s", flush=True)
+                if result["status"] == "ok":
+                    result.update(_read_run(run_dir))
+                    if sample:
+                        detail = attention_on_detail(run_dir / "last.pt", data)
+                        result.update({k: round(v, 3) for k, v in detail.items()})
+                results.append(result)
+                write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "curve"} for r in results],
+                          fieldnames=sorted({k for r in results for k in r if k != "curve"}, key=_column_order))
+    if args.dry_run:
+        return []
+
+    best, lr_lines = summarize(results, args.methods)
+    header = (f"{data}: {backbone} at {size} px, {args.epochs} epochs, batch {args.batch_size}, SGD + cosine, "
+              f"augment {args.augment or 'train.py default'}, seeds {', '.join(map(str, args.seeds))}, "
+              f"{'random init' if sample else 'ImageNet init'}; method flags: "
+              + "; ".join(f"{m} = `{methods[m]}`" for m in args.methods))
+    lines = [header, "",
+             "Each method at its best learning rate, chosen by the mean final test top-1 over the seeds. There is no "
+             "separate validation split, so this choice is optimistic, for every method alike.", "",
+             "| method | best lr | final test top-1 % (mean ± sd) | runs | best epoch's top-1 % (mean) "
+             "| minutes per run |" + (" crop box holds the badge |" if sample else ""),
+             "|---|---|---|---|---|---|" + ("---|" if sample else "")]
+    curves = {}
+    for method in args.methods:
+        b = best.get(method)
+        if not b or not b["runs"]:
+            lines.append(f"| {method} | - | no finished run | 0 | - | - |" + (" - |" if sample else ""))
+            continue
+        minutes = statistics.mean(r["minutes"] for r in b["runs"])
+        line = (f"| {method} | {b['lr']:g} | {b['mean']:.2f} ± {b['sd']:.2f} | {b['n']} | {b['best_mean']:.1f} | "
+                f"{minutes:.0f} |")
         if sample:
-            line += (f" {statistics.mean(r['crop_hits_badge'] for r in rs):.0%} |"
-                     f" {statistics.mean(r['crop_area'] for r in rs):.0%} |"
-                     f" {statistics.mean(r['attention_ratio'] for r in rs):.1f} |")
+            line += f" {statistics.mean(r['crop_hits_badge'] for r in b['runs']):.0%} |"
         lines.append(line)
-    header = (f"{args.dataset}: {backbone} at {size} px, {args.epochs} epochs, batch {args.batch_size}, SGD lr {lr} "
-              f"cosine, M={args.num_attentions}, {'random init' if weights == ['--no-pretrained'] else 'ImageNet init'}")
-    table = header + "\n\n" + "\n".join(lines) + "\n"
-    (out / "table.md").write_text(table)
+        length = min(len(r["curve"]) for r in b["runs"])
+        per_epoch = [[r["curve"][i] for r in b["runs"]] for i in range(length)]
+        curves[f"{method} (lr {b['lr']:g})"] = (list(range(1, length + 1)), [statistics.mean(v) for v in per_epoch],
+                                                [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch])
+    lines += ["", "Every learning rate (times are wall-clock on a shared machine: noisy):", "", *lr_lines]
+    table = "\n".join(lines) + "\n"
+    from ws_dan.io import atomic_write
+
+    with atomic_write(out / "table.md", "w", encoding="utf-8") as f:
+        f.write(table)
+    if curves:
+        plot_method_curves(curves, out / "curves.png",
+                           title=f"{backbone} {size} px, {args.epochs} epochs: mean over seeds, each at its best lr")
     print("\n" + table)
     return results
+
+
+def _column_order(key: str) -> int:
+    order = ["method", "lr", "seed", "status", "test_top1", "best_test_top1", "best_epoch", "minutes", "error"]
+    return order.index(key) if key in order else len(order)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,12 @@ def main(args: argparse.Namespace) -> dict:
         seed_everything(settings.seed + info.rank)  # before the model is built: its initialisation depends on it
         inputs = recipe.check_inputs(settings, info)  # run folder, device, data, checkpoint: read, nothing written
         config, model = recipe.resolve_model(settings, inputs)  # the checkpoint's when resuming, else the flags'
+        settings = recipe.resolve_recipe(settings, config, inputs.resume)  # unset knobs: the method's recipe
         datasets = recipe.build_datasets(settings, config, inputs)  # transforms; --augment checked
         recipe.open_run_dir(settings, inputs, info, early)  # the first write: run folder, train.log
         model, forward_model = recipe.wrap_model(settings, model, inputs, info)  # device, DDP / DataParallel, compile
         loaders = recipe.build_loaders(settings, datasets, inputs, info)
-        optim = recipe.build_optimization(settings, model, config, inputs)  # optimizer, schedule, AMP, step config
+        optim = recipe.build_optimization(settings, model, config, inputs, loaders)  # optimizer, warm-up, AMP, step
         trainer = recipe.build_trainer(settings, model, forward_model, config, inputs, loaders, optim, info)  # resumed
         recipe.write_args_json(settings, config, inputs, info)
         recipe.log_run(settings, config, inputs, datasets, loaders, optim, info)

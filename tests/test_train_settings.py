@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import script
 
-from ws_dan.classification import DEFAULTS, TrainSettings, train_classifier
+from ws_dan.classification import DEFAULTS, WSDAN_RECIPE, TrainSettings, train_classifier
 
 
 def _actions(parser) -> dict:
@@ -76,7 +76,9 @@ def test_train_classifier_runs_from_settings_alone(tiny_data, tmp_path):
     recorded = json.loads((save / "args.json").read_text())
     assert recorded["resolved_model_config"]["num_attentions"] == DEFAULTS["num_attentions"]
     del recorded["resolved_model_config"], recorded["world_size"]
-    assert recorded == settings.to_dict()
+    # the settings as given, with the unset recipe knobs as WS-DAN's recipe filled them (the values used)
+    used = dataclasses.replace(settings, **WSDAN_RECIPE).to_dict()
+    assert recorded == used and recorded["head_lr_scale"] == WSDAN_RECIPE["head_lr_scale"]
     assert sorted(p.name for p in save.iterdir()) == ["args.json", "best.pt", "curves.png", "last.pt", "metrics.csv",
                                                        "report.html", "train.log"]
     page = (save / "report.html").read_text(encoding="utf-8")

@@ -205,7 +205,10 @@ def test_cli_types_bounds():
 
 @pytest.mark.parametrize("flag,value", [("--image-size", "0"), ("--num-attentions", "0"), ("-e", "0"),
                                         ("-b", "0"), ("-j", "-1"), ("--accum-steps", "0"), ("--sf", "-1"),
-                                        ("--lr", "0"), ("--lr", "-0.01")])
+                                        ("--lr", "0"), ("--lr", "-0.01"), ("--head-lr-scale", "0"),
+                                        ("--warmup-epochs", "-1"), ("--logit-scale", "0"),
+                                        ("--views-start-epoch", "0"), ("--diverge-factor", "-1"),
+                                        ("--diverge-factor", "nan")])
 def test_train_flags_refuse_out_of_range_values(flag, value, capsys):
     with pytest.raises(SystemExit) as info:
         script("train").get_args_parser().parse_args(["--dd", "D", "--sd", "S", flag, value])

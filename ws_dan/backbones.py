@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -263,7 +263,8 @@ class CBAM(nn.Module):
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=False)
+            nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
         )
         self.spatial = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
@@ -302,7 +303,8 @@ def _resnet152_cbam(pretrained: bool, pretrained_path: Optional[PathLike]) -> Ba
     from torchvision.models.resnet import ResNet
 
     net = ResNet(_cbam_bottleneck_class(), [3, 8, 36, 3])
-    _init_weights(net, ResNet152_Weights.DEFAULT.url, pretrained, pretrained_path, allow_missing=lambda k: ".cbam." in k)
+    _init_weights(net, ResNet152_Weights.DEFAULT.url, pretrained, pretrained_path,
+                  allow_missing=lambda k: ".cbam." in k)
     return Backbone(_resnet_features(net), 2048)
 
 
@@ -314,6 +316,39 @@ def _mobilenet_v2(pretrained: bool, pretrained_path: Optional[PathLike]) -> Back
     net = mobilenet_v2(weights=None)
     _init_weights(net, MobileNet_V2_Weights.IMAGENET1K_V1.url, pretrained, pretrained_path)
     return Backbone(net.features, 1280)
+
+
+def _dilate_last_stage(features: nn.Sequential, first: int = 14) -> nn.Sequential:
+    """Output stride 32 -> 16 without new weights (DeepLab's recipe, Chen et al. 2017): the stride-2 depthwise
+    conv of block ``first`` gets stride 1, and every later 3x3 depthwise conv dilation 2 (padding 2), so each
+    layer still sees the same image area as with the pretrained stride; only the maps are twice as fine."""
+    for index, block in enumerate(features):
+        if index < first:
+            continue
+        for module in block.modules():
+            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.groups > 1:
+                if index == first:
+                    module.stride = (1, 1)
+                else:
+                    module.dilation, module.padding = (2, 2), (2, 2)
+    return features
+
+
+@register_backbone("mobilenet_v2_s16")
+def _mobilenet_v2_s16(pretrained: bool, pretrained_path: Optional[PathLike]) -> Backbone:
+    """MobileNetV2 features with output stride 16 (1280 channels; 14x14 maps at 224 px instead of 7x7): the last
+    stride-2 block dilated, every ImageNet weight kept (the same weight file as ``mobilenet_v2`` loads). Finer
+    attention maps, as the paper's Inception Mixed_6e (stride 16) gives; the last five blocks cost 4x as much."""
+    backbone = _mobilenet_v2(pretrained, pretrained_path)
+    return Backbone(_dilate_last_stage(backbone.features), backbone.channels)
+
+
+@register_backbone("mobilenet_v2_f14")
+def _mobilenet_v2_f14(pretrained: bool, pretrained_path: Optional[PathLike]) -> Backbone:
+    """MobileNetV2 cut after block 13 (96 channels, stride 16): finer maps and cheaper, but without the last
+    stage's features; the weight file of ``mobilenet_v2`` loads (the unused blocks are dropped after loading)."""
+    backbone = _mobilenet_v2(pretrained, pretrained_path)
+    return Backbone(backbone.features[:14], 96)
 
 
 @register_backbone("tiny")

@@ -6,14 +6,14 @@
 The steps read top to bottom like torchvision's references/classification/train.py; :func:`train_classifier`
 calls them in this order, and scripts/train.py's ``main`` is the same list of calls: processes (torchrun),
 :func:`start_logging`, seeding, :func:`check_inputs` (run folder, device, data, checkpoint, batch size),
-:func:`resolve_model`, :func:`build_datasets`, then the first write, :func:`open_run_dir`, and :func:`wrap_model`,
-:func:`build_loaders`, :func:`build_optimization`, :func:`build_trainer`, :func:`write_args_json`, :func:`log_run`,
-``trainer.fit()``, :func:`log_done`.
+:func:`resolve_model`, :func:`resolve_recipe` (unset knobs from the method's recipe), :func:`build_datasets`, then
+the first write, :func:`open_run_dir`, and :func:`wrap_model`, :func:`build_loaders`, :func:`build_optimization`,
+:func:`build_trainer`, :func:`write_args_json`, :func:`log_run`, ``trainer.fit()``, :func:`log_done`.
 
 Everything up to :func:`build_datasets` only reads: errors in the user's input raise :class:`TrainSetupError`
 (one line) before the run folder is touched. Ctrl-C raises :class:`ws_dan.trainer.TrainingInterrupted`; a run
 that cannot go on raises :class:`ws_dan.trainer.TrainingError` (e.g. from the epoch function in
-:func:`build_trainer`, where a divergence guard belongs).
+:func:`build_trainer`: a diverging loss).
 
 A new setting is a :class:`TrainSettings` field in its group, the flag in the same group of train.py's parser
 (``default=TrainSettings.<field>``) and of train_cleaner.py's copy (tests/test_train_settings.py says when one is
@@ -43,12 +43,24 @@ if TYPE_CHECKING:  # torch and the model load in the steps, so that train.py --h
     from .distributed import DistInfo
     from .engine import StepConfig
     from .model import ModelConfig
+    from .optim import LinearWarmup
     from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 #: What model, image size and M are when neither the settings nor a resumed checkpoint give them.
 DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_attentions=64)
+
+#: Each method's values for the recipe settings left unset (None), filled in by :func:`resolve_recipe` (args.json
+#: and the checkpoints record the values used). WS-DAN: the classifier sees the unit-norm feature matrix x
+#: ``logit_scale``; the new layers (attention, classifier) learn at ``lr`` x ``head_lr_scale``; a linear warm-up over
+#: ``warmup_epochs``; the crop and drop views from epoch ``views_start_epoch`` on. The baseline keeps a plain
+#: fine-tune: one learning rate, no warm-up. Each value is one entry, so the experiments change it in one line.
+WSDAN_RECIPE = dict(logit_scale=100.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=1)
+BASELINE_RECIPE = dict(head_lr_scale=1.0, warmup_epochs=0.0)
+RECIPES = {"wsdan": WSDAN_RECIPE, "baseline": BASELINE_RECIPE}
+#: The settings only WS-DAN reads (None in a baseline run's record).
+WSDAN_ONLY = ("logit_scale", "views_start_epoch")
 
 
 class TrainSetupError(ValueError):
@@ -60,7 +72,9 @@ class TrainSettings:
     """Every setting the recipe reads; train.py's flags take their defaults from here (one place, no drift).
 
     ``model``, ``method``, ``image_size`` and ``num_attentions`` are None for "the checkpoint's when resuming
-    with ``ckpt``, else :data:`DEFAULTS`"; ``lr_gamma`` None for the scheduler's own default. The fields are in
+    with ``ckpt``, else :data:`DEFAULTS`"; ``lr_gamma`` None for the scheduler's own default; ``head_lr_scale``,
+    ``warmup_epochs``, ``logit_scale`` and ``views_start_epoch`` None for "the resumed run's, else the method's
+    recipe" (:data:`RECIPES`, :func:`resolve_recipe`). The fields are in
     train.py's flag groups. Build one from parsed flags with :meth:`from_namespace`, and change one with
     ``dataclasses.replace``."""
 
@@ -79,6 +93,9 @@ class TrainSettings:
     batch_size: int = 32
     optimizer: str = "sgd"
     lr: float = 0.001
+    head_lr_scale: Optional[float] = None  # None: the method's recipe (WSDAN_RECIPE / BASELINE_RECIPE)
+    warmup_epochs: Optional[float] = None  # None: the method's recipe
+    diverge_factor: float = 5.0  # the divergence guard (ws_dan.engine); 0: off
     final_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-5
@@ -95,6 +112,8 @@ class TrainSettings:
     crop_padding: float = 0.1
     beta: float = 0.05
     center_weight: float = 1.0
+    logit_scale: Optional[float] = None  # None: the recipe's, or the checkpoint's when resuming
+    views_start_epoch: Optional[int] = None  # None: the recipe's
     # data
     augment: str = "flip,color-jitter"
     workers: int = default_workers()  # the cores of the process that imports this module, as the flag had
@@ -166,7 +185,18 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("-e", "--epochs", type=positive_int, default=S.epochs)
     g.add_argument("-b", "--batch-size", type=positive_int, default=S.batch_size)
     g.add_argument("--optimizer", choices=["sgd", "adamw", "adabound"], default=S.optimizer)
-    g.add_argument("--lr", type=positive_float, default=S.lr, help="initial learning rate")
+    g.add_argument("--lr", type=positive_float, default=S.lr,
+                   help="initial learning rate (of the pretrained backbone)")
+    g.add_argument("--head-lr-scale", type=positive_float, default=S.head_lr_scale,
+                   help="learning rate of the new layers (attention, classifier) = --lr x this; default "
+                        f"{WSDAN_RECIPE['head_lr_scale']:g} for WS-DAN, {BASELINE_RECIPE['head_lr_scale']:g} "
+                        "for the baseline, or the resumed run's with -c")
+    g.add_argument("--warmup-epochs", type=nonneg_float, default=S.warmup_epochs,
+                   help="linear learning-rate warm-up over this many epochs (fractions allowed); default "
+                        f"{WSDAN_RECIPE['warmup_epochs']:g} for WS-DAN, {BASELINE_RECIPE['warmup_epochs']:g} "
+                        "for the baseline, or the resumed run's with -c")
+    g.add_argument("--diverge-factor", type=nonneg_float, default=S.diverge_factor,
+                   help="stop when the loss is non-finite or above this x max(first loss, ln classes); 0: never")
     g.add_argument("--final-lr", type=positive_float, default=S.final_lr,
                    help="AdaBound: the SGD learning rate it converges to")
     g.add_argument("--momentum", type=unit_float, default=S.momentum, help="SGD momentum")
@@ -193,6 +223,12 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
                    help="crop box padding, fraction of the image size")
     g.add_argument("--beta", type=unit_float, default=S.beta, help="feature-center update rate")
     g.add_argument("--center-weight", type=nonneg_float, default=S.center_weight, help="weight of the center loss")
+    g.add_argument("--logit-scale", type=positive_float, default=S.logit_scale,
+                   help="the classifier sees the unit-norm feature matrix x this (1 / temperature); "
+                        f"default {WSDAN_RECIPE['logit_scale']:g}, or the checkpoint's with -c")
+    g.add_argument("--views-start-epoch", type=positive_int, default=S.views_start_epoch,
+                   help="first epoch (1-based) that trains on the attention crop and drop views; before it, the "
+                        f"raw view only; default {WSDAN_RECIPE['views_start_epoch']}, or the resumed run's with -c")
 
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", "--dd", required=True,
@@ -273,6 +309,7 @@ class Optimization(NamedTuple):
     dtype: Optional[torch.dtype]  # autocast dtype, None for full precision
     scaler: torch.amp.GradScaler  # enabled for fp16 only
     step: StepConfig
+    warmup: Optional[LinearWarmup] = None  # the linear warm-up's optimizer-step hooks (a no-op at 0 epochs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,6 +394,8 @@ def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConf
                               ("num_attentions", "num_attentions"), ("method", "method")]:
                 if getattr(settings, name) is not None:
                     wanted[key] = getattr(settings, name)
+            if settings.logit_scale is not None and config.method == "wsdan":
+                wanted["logit_scale"] = settings.logit_scale  # a trained head's scale is part of its weights
             check_compatible(config, wanted, settings.ckpt)
             model = build_model_from_state(config, inputs.resume["model"], settings.ckpt)
         else:
@@ -364,7 +403,8 @@ def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConf
                 backbone=_or_default(settings.model, "model"), method=_or_default(settings.method, "method"),
                 num_classes=len(class_names), class_names=class_names,
                 num_attentions=_or_default(settings.num_attentions, "num_attentions"),
-                image_size=_or_default(settings.image_size, "image_size"))
+                image_size=_or_default(settings.image_size, "image_size"),
+                logit_scale=WSDAN_RECIPE["logit_scale"] if settings.logit_scale is None else settings.logit_scale)
             model = build_model(config, pretrained=settings.pretrained, pretrained_path=settings.pretrained_path)
     except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
         raise TrainSetupError(str(e)) from None
@@ -376,6 +416,47 @@ def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConf
 def _or_default(value, name: str):
     """A setting, or :data:`DEFAULTS`' when it is unset (None; 0 is refused by the flag's type)."""
     return DEFAULTS[name] if value is None else value
+
+
+def resolve_recipe(settings: TrainSettings, config: ModelConfig, resume: Optional[dict] = None) -> TrainSettings:
+    """The settings with the recipe's values in place of the unset (None) ones, so that every later step and
+    args.json see the values used.
+
+    An unset setting takes, in this order: the resumed run's recorded value (``-c``: a run continues with the
+    warm-up, head learning rate and view schedule it started with), else the method's entry in :data:`RECIPES`.
+    ``logit_scale`` is the model's (``config``: the checkpoint's when resuming); the settings WS-DAN alone reads
+    (:data:`WSDAN_ONLY`) are None for the baseline. The optimizer's parameter groups must match a resumed
+    optimizer state: a checkpoint from before the backbone / head split has one group, so its run keeps one
+    learning rate (``head_lr_scale`` 1); a two-group state cannot be merged (:class:`TrainSetupError`)."""
+    wsdan = config.method == "wsdan"
+    recorded = (resume.get("args") or {}) if resume is not None else {}
+    values: dict[str, Any] = {}
+    for name, value in RECIPES[config.method].items():
+        if getattr(settings, name) is None:
+            values[name] = recorded.get(name) if recorded.get(name) is not None else value
+    ignored = [n for n in WSDAN_ONLY if getattr(settings, n) is not None and not wsdan]
+    if ignored:
+        log.warning("%s: WS-DAN settings, not used by the %s", ", ".join(ignored), config.method)
+    values.update({"logit_scale": config.logit_scale} if wsdan else dict.fromkeys(WSDAN_ONLY))
+    resolved = dataclasses.replace(settings, **values)
+    # Settings built in a notebook have not been through the flags' bounded types.
+    if not resolved.head_lr_scale > 0:
+        raise TrainSetupError(f"head_lr_scale: expected a number > 0, got {resolved.head_lr_scale!r}")
+    if not resolved.warmup_epochs >= 0:
+        raise TrainSetupError(f"warmup_epochs: expected a number >= 0, got {resolved.warmup_epochs!r}")
+    if resume is not None:
+        groups = len(resume["optimizer"]["param_groups"])
+        if groups == 1 and resolved.head_lr_scale != 1.0:
+            if settings.head_lr_scale is not None:
+                log.warning("%s: its optimizer has one parameter group (a run from before the backbone / head "
+                            "split); --head-lr-scale %g ignored, the run keeps one learning rate", settings.ckpt,
+                            settings.head_lr_scale)
+            resolved = dataclasses.replace(resolved, head_lr_scale=1.0)
+        elif groups > 1 and resolved.head_lr_scale == 1.0:
+            raise TrainSetupError(f"{settings.ckpt}: its optimizer has separate backbone and head learning rates; "
+                                  f"--head-lr-scale 1 would merge them: give the run's own value "
+                                  f"({recorded.get('head_lr_scale', 'see its args.json')}) or leave the flag unset")
+    return resolved
 
 
 def build_datasets(settings: TrainSettings, config: ModelConfig, inputs: RunInputs) -> Datasets:
@@ -474,16 +555,22 @@ def build_loaders(settings: TrainSettings, datasets: Datasets, inputs: RunInputs
 
 
 def build_optimization(settings: TrainSettings, model: torch.nn.Module, config: ModelConfig,
-                       inputs: RunInputs) -> Optimization:
-    """Optimizer, learning-rate schedule, mixed precision (bf16 where supported, else fp16 with a GradScaler)
-    and the training step's hyper-parameters (crop / drop thresholds, center loss, class weights...)."""
+                       inputs: RunInputs, loaders: Loaders) -> Optimization:
+    """Optimizer (the backbone at ``lr``, the new layers at ``lr`` x ``head_lr_scale``), learning-rate schedule,
+    linear warm-up over ``warmup_epochs`` (counted in optimizer steps, continued where a resumed run stopped),
+    mixed precision (bf16 where supported, else fp16 with a GradScaler) and the training step's hyper-parameters
+    (crop / drop thresholds, center loss, class weights, divergence guard...). ``settings`` as
+    :func:`resolve_recipe` returns them."""
+    import math
+
     import torch
 
     from .engine import StepConfig
-    from .optim import balanced_class_weights, build_optimizer, build_scheduler
+    from .optim import LinearWarmup, balanced_class_weights, build_optimizer, build_scheduler, param_groups
     from .utils import amp_dtype
 
-    optimizer = build_optimizer(settings.optimizer, model.parameters(), lr=settings.lr, momentum=settings.momentum,
+    groups = param_groups(model, settings.lr, 1.0 if settings.head_lr_scale is None else settings.head_lr_scale)
+    optimizer = build_optimizer(settings.optimizer, groups, lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, final_lr=settings.final_lr)
     scheduler = build_scheduler(settings.lr_scheduler, optimizer, settings.epochs, gamma=settings.lr_gamma,
                                 patience=settings.lr_patience, step_size=settings.lr_step_size)
@@ -496,8 +583,16 @@ def build_optimization(settings: TrainSettings, model: torch.nn.Module, config: 
     step = StepConfig(crop_theta=tuple(settings.crop_theta), crop_padding=settings.crop_padding,
                       drop_theta=tuple(settings.drop_theta), beta=settings.beta, center_weight=settings.center_weight,
                       cal=settings.cal, class_weight=class_weight, label_smoothing=settings.label_smoothing,
-                      accum_steps=settings.accum_steps)
-    return Optimization(optimizer, scheduler, dtype, scaler, step)
+                      accum_steps=settings.accum_steps, diverge_factor=settings.diverge_factor)
+    # The warm-up counts optimizer steps (one per accum_steps batches, and one for an epoch's last partial group),
+    # so a resumed run continues the ramp from the steps its completed epochs made.
+    steps_per_epoch = math.ceil(len(loaders.train) / settings.accum_steps)
+    start_epoch = int(inputs.resume["epoch"]) if inputs.resume is not None else 0
+    warmup = LinearWarmup(optimizer, round((settings.warmup_epochs or 0.0) * steps_per_epoch),
+                          start_step=start_epoch * steps_per_epoch)
+    if warmup.warmup_steps:
+        log.info("linear warm-up over the first %d optimizer steps", warmup.warmup_steps)
+    return Optimization(optimizer, scheduler, dtype, scaler, step, warmup)
 
 
 def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model: torch.nn.Module,
@@ -505,7 +600,13 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
                   record: Optional[Mapping[str, Any]] = None) -> Trainer:
     """The shared epoch loop with WS-DAN's step (or the baseline's), validation top-1 for best.pt, one log line
     per epoch; resumed from ``inputs.resume`` when given. ``record``: what the checkpoints store as their
-    ``args`` (default the settings)."""
+    ``args`` (default the settings).
+
+    The epoch function turns WS-DAN's crop and drop views on from ``views_start_epoch``, and a diverging loss
+    (:class:`ws_dan.engine.TrainingDiverged`) into a :class:`TrainingError` whose one line names the learning
+    rates and what to try; the diverged epoch's weights are not saved (last.pt keeps the previous epoch)."""
+    import math
+
     from . import engine
     from .images import UnreadableImageError
     from .plots import plot_curves
@@ -513,14 +614,19 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
 
     device, skip_log, progress = inputs.device, inputs.skip_log, settings.progress and info.is_main
     strict_hint = "\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)"
+    views_start = settings.views_start_epoch or 1
 
     def train_one_epoch(epoch: int) -> dict:
+        # The maps are random at first, so their crops and drops are noise until the attention has learned something.
+        optim.step.attention_views = epoch >= views_start
         try:
             return engine.train_one_epoch(forward_model, loaders.train, optim.optimizer, optim.step, device, epoch,
                                           optim.scaler, optim.dtype, skip_log, progress,
                                           channels_last=settings.channels_last)
         except UnreadableImageError as e:  # only raised with strict
             raise TrainingError(f"{e}{strict_hint}") from None
+        except engine.TrainingDiverged as e:
+            raise TrainingError(diverged_message(e, settings, config)) from None
 
     def evaluate(epoch: int) -> dict:
         try:
@@ -531,7 +637,7 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
 
     def log_epoch(e: EpochEnd) -> None:
         views = "  ".join(f"{v} {e.train[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
-                          if v + "_top1" in e.train)
+                          if v + "_top1" in e.train and not math.isnan(e.train[v + "_top1"]))  # NaN: did not run
         log.info("epoch %d/%d  loss %.4f  %s  | val loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  | lr %.2g  %.1fs",
                  e.epoch, e.epochs, e.train["loss"], views, e.val["loss"], e.val["top1"], e.val["top5"],
                  " (best)" if e.is_best else "", e.lr, e.row["seconds"])
@@ -547,6 +653,13 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
     if inputs.resume is not None:
         trainer.resume(inputs.resume, settings.ckpt)
     return trainer
+
+
+def diverged_message(error: Exception, settings: TrainSettings, config: ModelConfig) -> str:
+    """The one line for a diverged run: where, the learning rates, and what to try."""
+    return (f"{error} with --lr {settings.lr:g} (new layers x{settings.head_lr_scale or 1.0:g}, warm-up "
+            f"{settings.warmup_epochs or 0.0:g} epochs); try a 3-10x smaller --lr, --warmup-epochs 1"
+            + (", or a smaller --head-lr-scale or --logit-scale" if config.method == "wsdan" else ""))
 
 
 def write_args_json(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, info: DistInfo,
@@ -571,6 +684,11 @@ def log_run(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, dat
              ",".join(datasets.augment) or "none", settings.optimizer, inputs.device,
              f" ({optim.dtype})" if optim.dtype else "",
              f" | {info.world_size} processes, batch {inputs.batch_size} each" if info.enabled else "")
+    wsdan = (f", logit scale {config.logit_scale:g}, crop and drop views from epoch {settings.views_start_epoch or 1}"
+             if config.method == "wsdan" else "")
+    log.info("recipe: lr %g (new layers x%g), warm-up %g epoch(s)%s, divergence guard %s", settings.lr,
+             settings.head_lr_scale or 1.0, settings.warmup_epochs or 0.0, wsdan,
+             f"x{settings.diverge_factor:g}" if settings.diverge_factor else "off")
     log.debug("model config: %s", {k: v for k, v in config.to_dict().items() if k != "class_names"})
     log.debug("step config: %s | optimizer %s lr %g wd %g | scheduler %s | %d batches of %d per epoch", optim.step,
               settings.optimizer, settings.lr, settings.weight_decay, settings.lr_scheduler, len(loaders.train),
@@ -620,11 +738,14 @@ def train_classifier(settings: TrainSettings, data_dirs: Optional[Sequence[PathL
         seed_everything(settings.seed + info.rank)  # every rank differs: its crops, drops, augmentations too
         inputs = check_inputs(settings, info, data_dirs, extra_files)
         config, model = resolve_model(settings, inputs)
+        settings = resolve_recipe(settings, config, inputs.resume)
+        if record is not None:
+            record = {**record, **settings.to_dict()}  # the values used, the caller's extra entries kept
         datasets = build_datasets(settings, config, inputs)
         open_run_dir(settings, inputs, info, early)
         model, forward_model = wrap_model(settings, model, inputs, info)
         loaders = build_loaders(settings, datasets, inputs, info)
-        optim = build_optimization(settings, model, config, inputs)
+        optim = build_optimization(settings, model, config, inputs, loaders)
         trainer = build_trainer(settings, model, forward_model, config, inputs, loaders, optim, info, record)
         write_args_json(settings, config, inputs, info, record)
         log_run(settings, config, inputs, datasets, loaders, optim, info)

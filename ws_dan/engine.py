@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -42,6 +43,11 @@ class StepConfig:
     class_weight   per-class cross-entropy weights (e.g. scikit-learn's "balanced"), or None
     label_smoothing  cross-entropy label smoothing
     accum_steps    gradient accumulation: an optimizer step every this many batches
+    attention_views  train on the attention crop and drop views too; False: the raw view only (cross-entropy
+                   and center loss). The maps are random at the start, so their crops and drops are noise
+                   until the attention has learned something; train.py turns them on at --views-start-epoch
+    diverge_factor  stop with TrainingDiverged when a step's loss is non-finite or exceeds this many times
+                   max(first loss, ln K) (K classes: the loss of a uniform guess); 0 disables the check
     """
 
     crop_theta: tuple[float, float] = (0.4, 0.6)
@@ -54,10 +60,21 @@ class StepConfig:
     class_weight: Optional[torch.Tensor] = None
     label_smoothing: float = 0.0
     accum_steps: int = 1  # micro-batches whose gradients add up before one optimizer step
+    attention_views: bool = True
+    diverge_factor: float = 5.0
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = None if self.class_weight is None else self.class_weight.to(logits.device, logits.dtype)
         return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite or exploded; carries where, so the script can say what to try."""
+
+    def __init__(self, epoch: int, step: int, loss: float, limit: float):
+        self.epoch, self.step, self.loss, self.limit = epoch, step, loss, limit
+        what = "non-finite" if not math.isfinite(loss) else f"{loss:.4g}, above the limit {limit:.4g}"
+        super().__init__(f"training diverged at epoch {epoch}, step {step}: loss {what}")
 
 
 class StepResult(NamedTuple):
@@ -68,7 +85,7 @@ class StepResult(NamedTuple):
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -120,7 +137,9 @@ def train_step(
         raw = model(images, counterfactual=cfg.cal)
         centers = net.feature_centers[targets]  # a copy, taken before this batch moves the centers
         loss_center = center_loss(raw.features.float(), centers)
-
+    if not cfg.attention_views:
+        return _raw_only_step(model, raw, loss_center, targets, optimizer, cfg, scaler, step_now)
+    with autocast(images.device, amp_dtype):
         # 2. Attention-guided augmentation: per image, two of the M maps sampled by their mass, one guiding
         #    the crop (zoom into the part), one the drop (erase the part, so another must be found).
         with torch.no_grad():
@@ -148,6 +167,21 @@ def train_step(
     apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
     crop_logits, drop_logits = aug.logits.detach().chunk(2)
     return StepResult(loss.detach(), {"raw": raw.logits.detach(), "crop": crop_logits, "drop": drop_logits})
+
+
+def _raw_only_step(model: nn.Module, raw, loss_center: torch.Tensor, targets: torch.Tensor,
+                   optimizer: torch.optim.Optimizer, cfg: StepConfig, scaler: Optional[torch.amp.GradScaler],
+                   step_now: bool = True) -> StepResult:
+    """WS-DAN before its attention views start: the raw view's cross-entropy (+ CAL's effect term) and the
+    center loss, one backward; the centers move as in the full step."""
+    net = unwrap(model)
+    loss = cfg.cross_entropy(raw.logits, targets) + cfg.center_weight * loss_center
+    if cfg.cal:
+        loss = loss + cfg.cal_weight * cfg.cross_entropy(raw.effect_logits, targets)
+    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
+    delta, counts = center_update_sums(net.feature_centers, raw.features.detach().float(), targets)
+    apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
+    return StepResult(loss.detach(), {"raw": raw.logits.detach()})
 
 
 def baseline_step(
@@ -183,6 +217,7 @@ class _Meter:
         self.names = list(names)
         self.loss = torch.zeros((), device=device)
         self.hits = {n: torch.zeros(len(TOPK), device=device) for n in self.names}
+        self.seen = {n: 0 for n in self.names}  # images per view: WS-DAN's crop/drop views may not run yet
         self.count = 0
 
     def update(self, loss: torch.Tensor, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> None:
@@ -190,24 +225,64 @@ class _Meter:
         self.loss += loss.float() * n
         for name, value in logits.items():
             self.hits[name] += topk_correct(value.float(), targets)
+            self.seen[name] += n
         self.count += n
 
     def result(self, prefix: str = "", reduce: bool = True) -> dict[str, float]:
         """Means over every image seen, by all processes together under DDP (sums reduced first; ``reduce=False``
         for this process alone, e.g. for rank 0's progress bar: a collective call must not depend on the rank)."""
-        sums = torch.cat([self.loss.view(1), *self.hits.values(),
-                          torch.tensor([float(self.count)], device=self.loss.device)])
+        counts = [float(self.seen[n]) for n in self.names] + [float(self.count)]
+        sums = torch.cat([self.loss.view(1), *self.hits.values(), torch.tensor(counts, device=self.loss.device)])
         if reduce:
             sums = all_reduce_sum(sums.clone())
+        k = len(self.names)
         total = int(sums[-1].item())
-        values = (sums[:-1] / max(total, 1)).tolist()
-        out = {f"{prefix}loss": values[0] if total else math.nan}
+        seen = sums[-1 - k:-1].tolist()
+        values = sums[:-1 - k].tolist()
+        out = {f"{prefix}loss": values[0] / total if total else math.nan}
         for i, name in enumerate(self.names):
             hits = values[1 + i * len(TOPK): 1 + (i + 1) * len(TOPK)]
-            for k, v in zip(TOPK, hits):
-                out[f"{prefix}{name + '_' if name else ''}top{k}"] = v * 100 if total else math.nan
+            for kk, v in zip(TOPK, hits):  # NaN for a view that did not run (e.g. before --views-start-epoch)
+                out[f"{prefix}{name + '_' if name else ''}top{kk}"] = v / seen[i] * 100 if seen[i] else math.nan
         out[f"{prefix}images"] = total
         return out
+
+
+class _DivergenceGuard:
+    """Raise TrainingDiverged when a step's loss is non-finite or above factor x max(first loss, ln K).
+
+    The flag is kept on the device and read every ``check_every`` steps (and at the end of the epoch), so a
+    GPU does not synchronise at every step; a run that diverges stops within that many steps."""
+
+    def __init__(self, factor: float, epoch: int, check_every: int = 5):
+        self.factor, self.epoch, self.check_every = factor, epoch, check_every
+        self.limit: Optional[float] = None
+        self.bad_list: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+        self.steps: list[int] = []
+
+    def update(self, loss: torch.Tensor, num_classes: int, step: int) -> None:
+        if self.factor <= 0:
+            return
+        loss = loss.detach().float()
+        if self.limit is None:  # the first step sets the scale (one synchronisation per epoch)
+            first = float(loss.item())
+            self.limit = self.factor * max(first if math.isfinite(first) else 0.0, math.log(max(num_classes, 2)))
+        bad = ~torch.isfinite(loss) | (loss > self.limit)
+        self.bad_list.append(bad.view(1))
+        self.losses.append(loss.view(1))
+        self.steps.append(step)
+        if len(self.steps) >= self.check_every:
+            self.check()
+
+    def check(self) -> None:
+        if not self.steps:
+            return
+        bad = torch.cat(self.bad_list)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise TrainingDiverged(self.epoch, self.steps[i] + 1, float(torch.cat(self.losses)[i]), float(self.limit))
+        self.bad_list, self.losses, self.steps = [], [], []
 
 
 def train_one_epoch(
@@ -233,6 +308,7 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"train {epoch}", disable=not progress, dynamic_ncols=True, leave=False)
     total = len(loader) if hasattr(loader, "__len__") else None
     optimizer.zero_grad(set_to_none=True)
+    guard = _DivergenceGuard(cfg.diverge_factor, epoch)
     for step, batch in enumerate(bar):
         if skip_log is not None:
             skip_log.add(batch.failed)
@@ -249,9 +325,11 @@ def train_one_epoch(
         with sync:
             result = step_fn(model, images, targets, optimizer, cfg, scaler, amp_dtype, step_now)
         meter.update(result.loss, result.logits, targets)
+        guard.update(result.loss, result.logits["raw"].shape[1], step)
         if progress and step % refresh_every == 0:
             r = meter.result(reduce=False)
             bar.set_postfix(loss=f"{r['loss']:.3f}", **{v: f"{r[v + '_top1']:.1f}" for v in meter.names})
+    guard.check()
     if meter.count == 0:
         raise RuntimeError("no training batch could be formed: every image failed to load (see the warnings)")
     return meter.result()

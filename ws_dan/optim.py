@@ -125,6 +125,69 @@ def step_scheduler(scheduler, val_loss: Optional[float] = None) -> None:
         scheduler.step()
 
 
+def param_groups(model: torch.nn.Module, lr: float, head_lr_scale: float = 1.0,
+                 backbone_prefix: str = "features.") -> list[dict]:
+    """Two parameter groups: the pretrained backbone (names starting with ``backbone_prefix``) at ``lr``, and
+    the layers new to the task (attention conv and BN, classifier) at ``lr * head_lr_scale``.
+
+    Why: fine-tuning wants a gentle step for ImageNet features and a larger one for freshly initialised layers
+    (e.g. Kornblith et al. 2019; CAL's official recipe trains its head at 10x). With WS-DAN's logit scale s the
+    classifier's logits move by ~ lr * s^2 * |f|^2 per unit gradient, so its learning rate is also where the
+    scale's side effect is tamed. One group (the old layout, which old checkpoints' optimizer state has) when
+    ``head_lr_scale`` is 1; empty groups are left out.
+    """
+    if head_lr_scale <= 0 or lr <= 0:
+        raise ValueError(f"lr and head_lr_scale must be positive, got lr={lr}, head_lr_scale={head_lr_scale}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if head_lr_scale == 1.0:
+        return [{"params": [p for _, p in params], "lr": lr, "name": "all"}]
+    backbone = [p for n, p in params if n.startswith(backbone_prefix)]
+    head = [p for n, p in params if not n.startswith(backbone_prefix)]
+    groups = [{"params": backbone, "lr": lr, "name": "backbone"},
+              {"params": head, "lr": lr * head_lr_scale, "name": "head"}]
+    return [g for g in groups if g["params"]]
+
+
+class LinearWarmup:
+    """Linear learning-rate warm-up over the first ``warmup_steps`` optimizer steps, on top of any scheduler.
+
+    At step t (0-based) every group's rate is multiplied by (t + 1) / warmup_steps for the duration of
+    ``optimizer.step()`` only (step pre/post hooks), so the epoch schedulers (cosine's recursive formula
+    included) never see a changed ``lr`` and resuming needs only the step count (``start_step``).
+    Why: the first steps see random new layers and large gradients; a ramp keeps them from wrecking the
+    pretrained features at a learning rate that is right later (Goyal et al. 2017).
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, start_step: int = 0):
+        self.warmup_steps = int(warmup_steps)
+        self.step_count = int(start_step)
+        self._saved: list[float] = []
+        self._handles = []
+        if self.warmup_steps > 0:
+            self._handles = [optimizer.register_step_pre_hook(self._pre), optimizer.register_step_post_hook(self._post)]
+
+    def factor(self, step: Optional[int] = None) -> float:
+        """The multiplier at ``step`` (default: the next step)."""
+        step = self.step_count if step is None else step
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, (step + 1) / self.warmup_steps)
+
+    def _pre(self, optimizer: Optimizer, args, kwargs) -> None:
+        f = self.factor()
+        self._saved = [g["lr"] for g in optimizer.param_groups]
+        for g in optimizer.param_groups:
+            g["lr"] = g["lr"] * f
+
+    def _post(self, optimizer: Optimizer, args, kwargs) -> None:
+        for g, lr in zip(optimizer.param_groups, self._saved):
+            g["lr"] = lr
+        self.step_count += 1
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
 def balanced_class_weights(targets: Iterable[int], num_classes: int) -> torch.Tensor:
     """scikit-learn's ``class_weight="balanced"``: n_samples / (n_classes * count(class)).
 

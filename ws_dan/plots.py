@@ -123,3 +123,41 @@ def save_attention_overlay(image: Image.Image, attention: np.ndarray, path: Plot
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def plot_method_curves(curves: dict, path: PathLike, ylabel: str = "test top-1 (%)", title: str = "") -> None:
+    """One line per method: ``curves[name] = (epochs, mean, sd)`` (sequences of equal length), the mean drawn
+    with a band of +- one standard deviation (over seeds), so methods compare at a glance epoch by epoch."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (epochs, mean, sd) in curves.items():
+        epochs, mean, sd = (np.asarray(v, dtype=float) for v in (epochs, mean, sd))
+        (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=name)
+        ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
+def save_contact_sheet(tiles: Sequence[tuple], path: PathLike, cols: int = 6, title: str = "") -> None:
+    """A grid of ``(image, attention, box, caption)`` tiles: each image with its attention heatmap blended on
+    top and, when ``box`` (x0, y0, x1, y1 in the image's pixels) is given, that box drawn in white."""
+    from matplotlib.patches import Rectangle
+
+    rows = max(1, math.ceil(len(tiles) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, attention, box, caption) in zip(axes.flat, tiles):
+        ax.imshow(attention_overlay(image, attention, alpha=0.45))
+        if box is not None:
+            x0, y0, x1, y1 = box
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5))
+        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)

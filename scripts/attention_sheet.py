@@ -1,0 +1,99 @@
+"""Where does a trained WS-DAN look? A contact sheet of test photos with their mean attention maps and inference
+crops, and how often that crop keeps the vehicle rather than background.
+
+    python scripts/attention_sheet.py -c runs/x/last.pt --data-dir ../shared/data/cars_dev/test \
+        --judge-weights ../shared/data/weights/mobilenet_v2-b0353104.pth --output docs/attention_cars_dev.png
+
+The judge is an independent ImageNet MobileNetV2 (ws_dan.attention_check): a crop keeps the vehicle when one of
+its top-5 ImageNet classes is a vehicle or a vehicle part. The same-size box at the image centre and at a random
+place are the controls. Writes the PNG and, next to it, a JSON of the fractions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Attention contact sheet and crop-keeps-the-vehicle fraction",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
+    p.add_argument("-c", "--ckpt", required=True, help="a WS-DAN checkpoint (train.py's last.pt or best.pt)")
+    p.add_argument("--data-dir", "--dd", required=True, help="class folders of test photos (e.g. cars_dev/test)")
+    p.add_argument("--judge-weights", required=True, help="torchvision ImageNet MobileNetV2 weights file")
+    p.add_argument("--output", "-o", default="docs/attention_cars_dev.png")
+    p.add_argument("--tiles", type=int, default=24, help="photos on the sheet (spread over the classes)")
+    p.add_argument("--cols", type=int, default=6)
+    p.add_argument("-b", "--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="for the random-box control")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    import torch
+
+    from ws_dan.attention_check import crop_check, imagenet_judge
+    from ws_dan.backbones import PretrainedWeightsError
+    from ws_dan.checkpoint import CheckpointError, model_from_checkpoint
+    from ws_dan.data import DatasetError, build_transform, class_folder_samples
+    from ws_dan.images import open_image
+    from ws_dan.io import write_json
+    from ws_dan.plots import save_contact_sheet
+    from ws_dan.utils import fail
+
+    try:
+        model = model_from_checkpoint(args.ckpt)
+        judge, vehicles = imagenet_judge(args.judge_weights)
+        listing = class_folder_samples(args.data_dir)
+    except (CheckpointError, PretrainedWeightsError, DatasetError, FileNotFoundError) as e:
+        fail(str(e))
+    cfg = model.config
+    if cfg.method != "wsdan":
+        fail(f"{args.ckpt}: a {cfg.method} checkpoint; the sheet needs a WS-DAN model (attention maps)")
+    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, train=False)
+    samples = listing.samples
+    generator = torch.Generator().manual_seed(args.seed)
+    keys = ("crop", "center", "random", "whole")
+    hits = {k: 0 for k in keys}
+    area, n = 0.0, 0
+    # the sheet: photos spread evenly over the (class-sorted) list, so every class can appear
+    step = max(1, len(samples) // max(args.tiles, 1))
+    chosen = set(range(0, len(samples), step)[: args.tiles])
+    tiles = []
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    mean = torch.tensor(cfg.mean).view(3, 1, 1)
+    for start in range(0, len(samples), args.batch_size):
+        chunk = samples[start:start + args.batch_size]
+        x = torch.stack([transform(open_image(path)) for path, _ in chunk])
+        out = crop_check(model, judge, vehicles, x, generator)
+        for k in keys:
+            hits[k] += int(out[k].sum())
+        area += float(out["area"].sum())
+        n += len(chunk)
+        for i, (_, target) in enumerate(chunk):
+            if start + i in chosen:
+                from PIL import Image
+
+                pixels = ((x[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")
+                caption = (f"{listing.class_names[target][:24]}\ncrop {'keeps car' if out['crop'][i] else 'NO car'}"
+                           f", {float(out['area'][i]):.0%} of image")
+                tiles.append((Image.fromarray(pixels), out["attention"][i, 0].numpy(), out["boxes"][i].tolist(),
+                              caption))
+    if n == 0:
+        fail(f"{args.data_dir}: no readable images")
+    result = {"images": n, "checkpoint": str(args.ckpt), "crop_area_mean": round(area / n, 4),
+              **{f"{k}_keeps_vehicle": round(hits[k] / n, 4) for k in keys}}
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_contact_sheet(tiles, output, cols=args.cols,
+                       title=f"{cfg.backbone}, M={cfg.num_attentions}: mean attention and inference crop (white box); "
+                             f"crop keeps a vehicle in {result['crop_keeps_vehicle']:.0%} of {n} test photos "
+                             f"(same-size centre box {result['center_keeps_vehicle']:.0%}, random box "
+                             f"{result['random_keeps_vehicle']:.0%}, whole image {result['whole_keeps_vehicle']:.0%})")
+    write_json(output.with_suffix(".json"), result)
+    print(result)
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

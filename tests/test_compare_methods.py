@@ -1,0 +1,112 @@
+"""The fair-comparison harness (scripts/compare_methods.py): a tiny sweep on generated data, resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+
+import pytest
+from conftest import run_script, script
+
+from ws_dan.checkpoint import load_checkpoint
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    argv = ["--data-dir", str(tiny_data), "--output-dir", str(out), "-m", "tiny", "--image-size", "48", "-e", "2",
+            "-b", "8", "-j", "0", "--device", "cpu", "--methods", "baseline", "wsdan", "--seeds", "0", "1",
+            "--method-lrs", "baseline=0.01", "--method-lrs", "wsdan=0.001,1e6", "--num-attentions", "4",
+            "--augment", "flip"]
+    run_script("compare_methods", [*argv, "--no-pretrained"])
+    rows = _rows(out / "results.csv")
+    assert [(r["method"], float(r["lr"]), int(r["seed"])) for r in rows] == [
+        ("baseline", 0.01, 0), ("baseline", 0.01, 1), ("wsdan", 0.001, 0), ("wsdan", 0.001, 1),
+        ("wsdan", 1e6, 0), ("wsdan", 1e6, 1)]
+    assert [r["status"] for r in rows] == ["ok"] * 4 + ["diverged"] * 2
+    assert rows[4]["error"].startswith("error: training diverged at epoch 1")
+    for r in rows[:4]:
+        metrics = _rows(out / r["method"] / f"lr{float(r['lr']):g}" / f"seed{r['seed']}" / "metrics.csv")
+        assert float(r["test_top1"]) == pytest.approx(float(metrics[-1]["val_top1"]))
+        assert float(r["best_test_top1"]) == pytest.approx(max(float(m["val_top1"]) for m in metrics))
+    table = (out / "table.md").read_text()
+    accs = [float(r["test_top1"]) for r in rows[2:4]]
+    mean, sd = sum(accs) / 2, abs(accs[0] - accs[1]) / math.sqrt(2)
+    assert f"| wsdan | 0.001 | {mean:.2f} ± {sd:.2f} | 2 |" in table  # the diverged lr is never "best"
+    assert "| wsdan | 1e+06 | diverged, diverged | - |" in table
+    assert "optimistic" in table
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = json.loads((out / "wsdan" / "lr0.001" / "seed1" / "args.json").read_text())
+    got = (args["model"], args["image_size"], args["epochs"], args["seed"], args["augment"])
+    assert got == ("tiny", 48, 2, 1, "flip")
+
+    # Again: nothing trains; finished runs are reused and diverged ones remembered (both deterministic).
+    calls = []
+    real_call = subprocess.call
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append(cmd) or real_call(cmd, **kw))
+    capsys.readouterr()
+    run_script("compare_methods", [*argv, "--no-pretrained"])
+    assert calls == []
+    printed = capsys.readouterr().out
+    assert printed.count("done before, reusing") == 4 and printed.count("diverged before") == 2
+    assert [r["status"] for r in _rows(out / "results.csv")] == ["ok"] * 4 + ["diverged"] * 2
+    # A changed setting is not mistaken for a finished run.
+    mod = script("compare_methods")
+    run_dir = out / "baseline" / "lr0.01" / "seed0"
+    same = ["--save-dir", str(run_dir), "--model", "tiny", "--image-size", "48", "--epochs", "2", "--lr", "0.01",
+            "--method", "baseline", "--no-pretrained", "--augment", "flip"]
+    assert mod.run_is_complete(run_dir, same, 2)
+    assert not mod.run_is_complete(run_dir, [*same[:-1], "flip,color-jitter"], 2)
+    assert not mod.run_is_complete(run_dir, same, 3)
+    assert not mod.run_is_complete(run_dir, [*same, "--pretrained"], 2)
+
+
+def test_bad_input_gets_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_script("compare_methods", ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")])
+    expected = f"error: --data-dir {tmp_path}: expected train/<class>/ and test/<class>/ folders"
+    assert capsys.readouterr().err.strip() == expected
+    with pytest.raises(SystemExit):
+        run_script("compare_methods", ["--dataset", "sample", "--output-dir", str(tmp_path / "o"), "--methods", "nope",
+                                       "--dry-run"])
+    assert "--methods nope: unknown" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_same_budget_for_every_method(tmp_path, capsys):
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    (tmp_path / "d" / "test").mkdir()
+    run_script("compare_methods", ["--data-dir", str(tmp_path / "d"), "--output-dir", str(tmp_path / "o"),
+                                   "--lrs", "0.003", "0.01", "--seeds", "0", "1", "--dry-run",
+                                   "--define", "wsdan_m32=--method wsdan --num-attentions 32",
+                                   "--methods", "baseline", "wsdan", "wsdan_m32"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 * 2 * 2
+    for line in lines:
+        assert "--model mobilenet_v2 --image-size 224 --epochs 8 --batch-size 16 --lr-scheduler cosine" in line
+    assert sum("--num-attentions 32" in line for line in lines) == 4
+
+
+def test_an_unfinished_run_folder_is_trained_again(tiny_data, tmp_path):
+    """train.py refuses a folder holding a run unless told --overwrite: the harness says so for a run it must
+    repeat (here a stale, unfinished one), instead of counting it as failed."""
+    out = tmp_path / "cmp"
+    run_dir = out / "baseline" / "lr0.01" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("epoch,val_top1,seconds\n1,0.0,1.0\n")  # 1 of 2 epochs
+    (run_dir / "last.pt").write_bytes(b"stale")
+    rows = run_script("compare_methods", [
+        "--data-dir", str(tiny_data), "--output-dir", str(out), "-m", "tiny", "--image-size", "48", "-e", "2", "-b",
+        "8", "-j", "0", "--device", "cpu", "--methods", "baseline", "--seeds", "0", "--lrs", "0.01",
+        "--augment", "flip", "--no-pretrained"])
+    assert [r["status"] for r in rows] == ["ok"], rows
+    metrics = _rows(run_dir / "metrics.csv")
+    assert [int(m["epoch"]) for m in metrics] == [1, 2]
+    assert rows[0]["test_top1"] == pytest.approx(float(metrics[-1]["val_top1"]))
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    assert json.loads((run_dir / "args.json").read_text())["overwrite"] is True
