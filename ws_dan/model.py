@@ -13,8 +13,9 @@ averages the logits of the raw image and of the image cropped to the mean attent
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -83,7 +84,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         """Inverse of :meth:`to_dict`; ignores keys a later version may add."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -96,7 +97,8 @@ class WSDANOutput(NamedTuple):
     effect_logits: Optional[torch.Tensor] = None  # CAL: logits(real attention) - logits(counterfactual)
 
 
-def bilinear_attention_pooling(features: torch.Tensor, attentions: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+def bilinear_attention_pooling(features: torch.Tensor, attentions: torch.Tensor,
+                               normalize: bool = True) -> torch.Tensor:
     """Bilinear attention pooling (BAP, eq. 2-3) with sign-sqrt and L2 normalisation.
 
     f_k = (1 / HW) sum_{i,j} A_k(i, j) F(:, i, j)  for each of the M maps, computed for all maps at once as one
