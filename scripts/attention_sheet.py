@@ -26,6 +26,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--cols", type=int, default=6)
     p.add_argument("-b", "--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="for the random-box control")
+    p.add_argument("--theta", type=float, default=None,
+                   help="crop threshold for the check and the boxes drawn; default the model's inference crop "
+                        "(eval_crop_theta, 0.1: on photos filled by the car that box is often the whole image, "
+                        "so also try 0.5, the middle of the training crop's range)")
+    p.add_argument("--judge-k", type=int, default=5,
+                   help="a crop keeps a vehicle when one of the judge's top-k ImageNet classes is one (1: strict)")
+    p.add_argument("--peak-area", type=float, default=None,
+                   help="instead of a thresholded crop: a square box of this share of the image (e.g. 0.25) "
+                        "centred on the attention peak, against same-size centre and random boxes")
     return p
 
 
@@ -41,6 +50,8 @@ def main(args: argparse.Namespace) -> dict:
     from ws_dan.plots import save_contact_sheet
     from ws_dan.utils import fail
 
+    if args.peak_area is not None and not 0 < args.peak_area <= 1:
+        fail(f"--peak-area {args.peak_area}: expected a share of the image in (0, 1]")
     try:
         model = model_from_checkpoint(args.ckpt)
         judge, vehicles = imagenet_judge(args.judge_weights)
@@ -65,7 +76,8 @@ def main(args: argparse.Namespace) -> dict:
     for start in range(0, len(samples), args.batch_size):
         chunk = samples[start:start + args.batch_size]
         x = torch.stack([transform(open_image(path)) for path, _ in chunk])
-        out = crop_check(model, judge, vehicles, x, generator)
+        out = crop_check(model, judge, vehicles, x, generator, theta=args.theta, peak_area=args.peak_area,
+                         k=args.judge_k)
         for k in keys:
             hits[k] += int(out[k].sum())
         area += float(out["area"].sum())
@@ -81,13 +93,19 @@ def main(args: argparse.Namespace) -> dict:
                               caption))
     if n == 0:
         fail(f"{args.data_dir}: no readable images")
-    result = {"images": n, "checkpoint": str(args.ckpt), "crop_area_mean": round(area / n, 4),
+    theta = cfg.eval_crop_theta if args.theta is None else args.theta
+    what = (f"a {args.peak_area:.0%} box at its peak" if args.peak_area is not None else f"its crop at theta {theta:g}")
+    result = {"images": n, "checkpoint": str(args.ckpt), "theta": theta, "peak_area": args.peak_area,
+              "judge_top_k": args.judge_k,
+              "crop_area_mean": round(area / n, 4),
               **{f"{k}_keeps_vehicle": round(hits[k] / n, 4) for k in keys}}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_contact_sheet(tiles, output, cols=args.cols,
-                       title=f"{cfg.backbone}, M={cfg.num_attentions}: mean attention and inference crop (white box); "
-                             f"crop keeps a vehicle in {result['crop_keeps_vehicle']:.0%} of {n} test photos "
+                       title=f"{cfg.backbone}, M={cfg.num_attentions}: mean attention and {what} "
+                             f"(white box, {result['crop_area_mean']:.0%} of the image on average);\n"
+                             f"crop keeps a vehicle (judge's top-{args.judge_k}) in {result['crop_keeps_vehicle']:.0%} "
+                             f"of {n} test photos "
                              f"(same-size centre box {result['center_keeps_vehicle']:.0%}, random box "
                              f"{result['random_keeps_vehicle']:.0%}, whole image {result['whole_keeps_vehicle']:.0%})")
     write_json(output.with_suffix(".json"), result)

@@ -77,6 +77,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-j", "--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tabulate the finished (and diverged) runs among those asked for")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags, passed to every run")
     return p
 
@@ -329,6 +331,9 @@ def main(args: argparse.Namespace) -> list[dict]:
                     print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
                 elif run_is_complete(run_dir, argv, args.epochs):
                     print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
+                elif args.report_only:
+                    print(f"== {method} lr {lr:g} seed {seed}: not run (--report-only)", flush=True)
+                    continue
                 else:
                     if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
                         command.append("--overwrite")  # folder without it; the old run's files are replaced

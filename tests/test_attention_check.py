@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_TRAIN, run_script, shared
 
-from ws_dan.attention_check import VEHICLE_CLASSES, crop_check, same_size_boxes, shows_vehicle
+from ws_dan.attention_check import VEHICLE_CLASSES, crop_check, peak_boxes, same_size_boxes, shows_vehicle
 from ws_dan.model import WSDAN, ModelConfig
 
 
@@ -21,6 +21,18 @@ def test_same_size_boxes_keep_width_and_height():
     assert (rand[:, :2] >= 0).all() and (rand[:, 2:] <= 100).all()
     with pytest.raises(ValueError, match="center"):
         same_size_boxes(boxes, (100, 100), "left")
+
+
+def test_peak_boxes_centre_on_the_maximum_and_stay_inside():
+    att = torch.zeros(2, 1, 4, 4)
+    att[0, 0, 1, 2] = 1.0  # peak at cell (row 1, col 2) of a 4x4 map over a 40x40 image
+    att[1, 0, 0, 0] = 1.0  # peak in the corner: the box is shifted inside
+    boxes = peak_boxes(att, (40, 40), area=0.25)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert torch.allclose(w, torch.full((2,), 20.0)) and torch.allclose(h, torch.full((2,), 20.0))
+    cx, cy = (boxes[0, 0] + boxes[0, 2]) / 2, (boxes[0, 1] + boxes[0, 3]) / 2
+    assert 20 <= cx <= 30 and 10 <= cy <= 20  # the peak cell spans x 20-30, y 10-20
+    assert boxes[1].tolist() == [0.0, 0.0, 20.0, 20.0]
 
 
 class _FixedJudge(torch.nn.Module):
@@ -49,6 +61,8 @@ def test_crop_check_judges_the_inference_crop_and_the_controls():
     assert ((out["area"] > 0) & (out["area"] <= 1)).all()
     for key in ("crop", "center", "random", "whole"):
         assert out[key].dtype == torch.bool and out[key].shape == (5,)
+    peak = crop_check(model, _FixedJudge(), torch.tensor([3]), torch.randn(5, 3, 32, 32), peak_area=0.25)
+    assert torch.allclose(peak["area"], torch.full((5,), 0.25))
 
 
 def test_attention_sheet_on_a_trained_checkpoint(tiny_data, tmp_path):

@@ -56,6 +56,11 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
     printed = capsys.readouterr().out
     assert printed.count("done before, reusing") == 4 and printed.count("diverged before") == 2
     assert [r["status"] for r in _rows(out / "results.csv")] == ["ok"] * 4 + ["diverged"] * 2
+    # --report-only tabulates what exists and trains nothing, even for runs never made (seed 2).
+    capsys.readouterr()
+    run_script("compare_methods", [*argv, "--no-pretrained", "--report-only", "--seeds", "0", "1", "2"])
+    assert calls == [] and capsys.readouterr().out.count("not run (--report-only)") == 3
+    assert len(_rows(out / "results.csv")) == 6
     # A changed setting is not mistaken for a finished run.
     mod = script("compare_methods")
     run_dir = out / "baseline" / "lr0.01" / "seed0"

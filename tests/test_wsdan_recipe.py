@@ -176,14 +176,25 @@ def test_recipe_flags_reach_the_model_the_optimizer_and_the_metrics(tiny_data, t
     assert row["epoch"] == 3
 
 
-def test_baseline_keeps_a_plain_fine_tune_by_default(tiny_data, tmp_path):
+def _without_lr(argv):
+    i = argv.index("--lr")
+    return argv[:i] + argv[i + 2:]
+
+
+def test_defaults_are_the_recipe_for_wsdan_and_a_plain_fine_tune_for_the_baseline(tiny_data, tmp_path):
     save = tmp_path / "base"
-    run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *TINY_TRAIN, "--method", "baseline",
-                         "--views-start-epoch", "3"])
+    tiny = _without_lr(TINY_TRAIN)
+    run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *tiny, "--method", "baseline"])
     args = json.loads((save / "args.json").read_text())
-    assert (args["head_lr_scale"], args["warmup_epochs"]) == (1.0, 0.0)
+    assert (args["lr"], args["head_lr_scale"], args["warmup_epochs"]) == (0.001, 1.0, 0.0)
     assert args["logit_scale"] is None and args["views_start_epoch"] is None  # WS-DAN's knobs: unused, so None
     assert len(load_checkpoint(save / "last.pt")["optimizer"]["param_groups"]) == 1
+    save = tmp_path / "wsdan"
+    run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *tiny])
+    args = json.loads((save / "args.json").read_text())
+    assert (args["lr"], args["logit_scale"], args["views_start_epoch"]) == (0.01, 25.0, 2)
+    assert load_checkpoint(save / "last.pt")["config"]["logit_scale"] == 25.0
+    assert math.isnan(float(_rows(save / "metrics.csv")[0]["train_crop_top1"]))  # epoch 1: raw view only
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +219,7 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     config, model = recipe.resolve_model(settings, inputs)
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
-                                       logit_scale=100.0)
+                                       logit_scale=25.0)
     loaders = recipe.build_loaders(used, recipe.build_datasets(used, config, inputs), inputs, DistInfo())
     optim = recipe.build_optimization(used, model, config, inputs, loaders)
     steps = len(loaders.train)  # 24 images, batch 8: 3 optimizer steps per epoch
@@ -232,7 +243,7 @@ def test_resume_refuses_to_merge_the_groups_or_change_the_logit_scale(two_group_
                                    "head learning rates; --head-lr-scale 1 would merge them: give the run's own "
                                    "value (0.5) or leave the flag unset"),
         (["--logit-scale", "16"], f"error: {two_group_run / 'last.pt'}: checkpoint does not fit this run: "
-                                  "logit_scale: checkpoint has 100.0, this run asks for 16.0"),
+                                  "logit_scale: checkpoint has 25.0, this run asks for 16.0"),
     ]:
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc:

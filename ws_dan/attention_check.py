@@ -71,21 +71,44 @@ def same_size_boxes(boxes: torch.Tensor, size: tuple[int, int], where: str,
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
+def peak_boxes(attention: torch.Tensor, size: tuple[int, int], area: float) -> torch.Tensor:
+    """Square boxes (B, 4) covering ``area`` of the image, centred on each mean map's maximum (after bilinear
+    upsampling to ``size``) and shifted inside the image: where the model looks hardest, at a fixed size, so it
+    can be compared with same-size boxes elsewhere even when the thresholded crop is the whole image."""
+    from .attention import normalized_attention
+
+    height, width = size
+    up = normalized_attention(attention, size)[:, 0].flatten(1)  # (B, H*W)
+    peak = up.argmax(dim=1)
+    cy, cx = (peak // width).float() + 0.5, (peak % width).float() + 0.5
+    side_y, side_x = height * area ** 0.5, width * area ** 0.5
+    x0 = (cx - side_x / 2).clamp(0, width - side_x)
+    y0 = (cy - side_y / 2).clamp(0, height - side_y)
+    return torch.stack([x0, y0, x0 + side_x, y0 + side_y], dim=1)
+
+
 @torch.no_grad()
 def crop_check(model: nn.Module, judge: nn.Module, vehicle_index: torch.Tensor, images: torch.Tensor,
-               generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-    """For a batch of model-normalised images: the mean attention (B, 1, h, w), the inference crop boxes (B, 4),
-    each box's share of the image area, and whether the judge sees a vehicle in the inference crop, in the
-    same-size centre and random boxes, and in the whole image (each (B,) bool)."""
+               generator: Optional[torch.Generator] = None, theta: Optional[float] = None,
+               peak_area: Optional[float] = None, k: int = 5) -> dict[str, torch.Tensor]:
+    """For a batch of model-normalised images: the mean attention (B, 1, h, w), the crop boxes (B, 4) at
+    ``theta`` (default: the model's inference crop, ``eval_crop_theta``), each box's share of the image area,
+    and whether the judge sees a vehicle in that crop, in the same-size centre and random boxes, and in the
+    whole image (each (B,) bool). With ``peak_area`` the boxes are instead squares of that share of the image
+    around the attention peak (:func:`peak_boxes`). ``k``: the judge's top-k classes that are looked at."""
     cfg = model.config
     _, attention = model.predict_logits(images)
     size = tuple(images.shape[-2:])
-    boxes = attention_crop_boxes(attention, size, cfg.eval_crop_theta, cfg.eval_crop_padding, cfg.attention_norm)
+    theta = cfg.eval_crop_theta if theta is None else theta
+    if peak_area is not None:
+        boxes = peak_boxes(attention, size, peak_area)
+    else:
+        boxes = attention_crop_boxes(attention, size, theta, cfg.eval_crop_padding, cfg.attention_norm)
     judged = _renormalize(images, cfg.mean, cfg.std)
     out = {"attention": attention, "boxes": boxes,
            "area": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (size[0] * size[1])}
     for name, b in (("crop", boxes), ("center", same_size_boxes(boxes, size, "center")),
                     ("random", same_size_boxes(boxes, size, "random", generator))):
-        out[name] = shows_vehicle(judge, vehicle_index, crop_and_resize(judged, b))
-    out["whole"] = shows_vehicle(judge, vehicle_index, judged)
+        out[name] = shows_vehicle(judge, vehicle_index, crop_and_resize(judged, b), k)
+    out["whole"] = shows_vehicle(judge, vehicle_index, judged, k)
     return out
