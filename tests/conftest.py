@@ -62,6 +62,17 @@ def _fresh_logging():
         logger.propagate = True
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for the test: a process started in the background by a non-interactive
+    shell inherits SIGINT ignored (POSIX), and then a real SIGINT would do nothing at all."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """3 classes x (8 train + 4 test) synthetic 64 px images: train/<class>/, test/<class>/."""
@@ -72,5 +83,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
+# --no-report: report.html costs each test run another pass; tests/test_train_settings.py and test_report.py check it.
 TINY_TRAIN = ["-m", "tiny", "--no-pretrained", "--image-size", "64", "--num-attentions", "4", "-b", "8",
-              "-j", "0", "--no-progress", "--lr", "0.001", "--device", "cpu"]
+              "-j", "0", "--no-progress", "--lr", "0.001", "--device", "cpu", "--no-report"]

@@ -251,7 +251,7 @@ def test_predict_refuses_a_huge_image_size_before_any_work(ckpt, tmp_path, capsy
 # Ctrl-C while a checkpoint is written
 
 
-def test_ctrl_c_during_save_finishes_the_file_then_stops(tmp_path, monkeypatch):
+def test_ctrl_c_during_save_finishes_the_file_then_stops(tmp_path, monkeypatch, python_sigint):
     real_save = torch.save
     state = {"config": {}, "model": {"w": torch.randn(256, 256)}, "epoch": 7}
 
