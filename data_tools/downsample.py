@@ -124,3 +124,15 @@ def downsample_dataset(data_dir, output_dir, size: int = DEFAULT_SIZE, quality: 
     write_json(out / "downsample_report.json", summary)
     finish_output_dir(out)
     return summary
+
+
+def summary_lines(summary: dict, noun: str = "copy") -> list[str]:
+    """The lines a script prints after :func:`downsample_dataset`: counts, the first skipped files, where it went."""
+    from ws_dan.tables import format_table
+
+    keys = ("images", "resized", "copied", "skipped", "already_there", "not_images")
+    lines = [format_table([[k, summary[k]] for k in keys], ["images", "count"])]
+    lines += [f"  skipped {f['path']}: {f['reason']}" for f in summary["skipped_files"][:10]]
+    lines.append(f"{noun} with shortest side <= {summary['size']} px in {summary['output_dir']} "
+                 "(manifest: downsample_manifest.csv)")
+    return lines

@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import argparse
 
-from data_tools.common import add_job_flags
+from data_tools.flags import add_downsample_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """scripts/downsample.py's flags with the training size as the default --size."""
     p = argparse.ArgumentParser(description="Cache a dataset pre-resized to the training size (shortest side = --size)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
-    p.add_argument("--data-dir", "--dd", required=True, help="dataset (or split) folder to copy")
-    p.add_argument("--output-dir", "--od", required=True, help="new folder for the copy")
-    p.add_argument("--size", type=int, default=512, help="shortest side in pixels")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of resized JPEGs")
-    add_job_flags(p)
+    add_downsample_flags(p, default_size=512)
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     """Write the cache; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
-    from data_tools.common import DataToolError, format_table
-    from data_tools.downsample import downsample_dataset
+    from data_tools.common import DataToolError
+    from data_tools.downsample import downsample_dataset, summary_lines
     from ws_dan.images import UnreadableImageError
     from ws_dan.utils import fail, setup_logging
 
@@ -45,11 +41,7 @@ def main(args: argparse.Namespace) -> dict:
     except KeyboardInterrupt:
         fail(f"interrupted; files already written are complete: run the same command again to finish "
              f"{args.output_dir}", code=130)
-    print(format_table([[k, s[k]] for k in ("images", "resized", "copied", "skipped", "already_there", "not_images")],
-                       ["images", "count"]))
-    for f in s["skipped_files"][:10]:
-        print(f"  skipped {f['path']}: {f['reason']}")
-    print(f"cache with shortest side <= {s['size']} px in {s['output_dir']} (manifest: downsample_manifest.csv)")
+    print("\n".join(summary_lines(s, "cache")))
     return s
 
 
