@@ -7,10 +7,11 @@
 Every run is ``python scripts/train.py`` in a subprocess with the same backbone, image size, epochs, batch,
 augmentation, optimizer and cosine schedule; only the method's own flags and the learning rate differ. Each
 method gets every learning rate of ``--lrs`` (or its own list, ``--method-lrs wsdan=0.001,0.003,0.01``) and
-every seed. Runs live in OUTPUT/<method>/lr<lr>/seed<seed>/; a run whose metrics.csv already holds all epochs
-with the same settings (checked against its args.json) is not repeated, so an interrupted sweep resumes; an
-unfinished run, or one made with other settings, is trained again from the start (train.py --overwrite replaces
-its files).
+every seed (or, with ``--sweep-seeds N``, the sweep on the first N seeds and the other seeds at the method's best
+rate from it: the same protocol for every method, at a fraction of the cost). Runs live in
+OUTPUT/<method>/lr<lr>/seed<seed>/; a run whose metrics.csv already holds all epochs with the same settings
+(checked against its args.json) is not repeated, so an interrupted sweep resumes; an unfinished run, or one made
+with other settings, is trained again from the start (train.py --overwrite replaces its files).
 
 Writes results.csv (one row per run), table.md (mean +- sd over seeds at each method's best learning rate,
 and every learning rate's mean) and curves.png (test top-1 per epoch, mean over seeds, each method at its best
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 TRAIN = Path(__file__).resolve().with_name("train.py")
 METHODS = {"baseline": "--method baseline", "wsdan": "--method wsdan", "wsdan+cal": "--method wsdan --cal"}
@@ -59,6 +61,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help='add a method: its name and train.py flags, '
                         'e.g. wsdan_m32="--method wsdan --num-attentions 32"')
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--sweep-seeds", type=int, default=None, metavar="N",
+                   help="sweep the learning rates on the first N seeds only; the other seeds run at each method's "
+                        "best rate from that sweep (default: every seed at every rate)")
     p.add_argument("--lrs", type=float, nargs="+", default=None,
                    help="learning rates every method is tried at; default 0.003 0.01 0.03 (pretrained), "
                         "0.01 0.03 0.1 (sample)")
@@ -230,9 +235,11 @@ def _read_run(run_dir: Path) -> dict:
             "minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1), "curve": top1}
 
 
-def summarize(results: list[dict], methods: list[str]) -> tuple[dict, list[str]]:
+def summarize(results: list[dict], methods: list[str], select_seeds: Optional[list[int]] = None
+              ) -> tuple[dict, list[str]]:
     """Per method and learning rate: mean and sd of the final test top-1 over the seeds; each method's best
-    learning rate (highest mean; a learning rate with a diverged or failed run is never best). Returns
+    learning rate (highest mean over ``select_seeds``, the sweep's seeds, or all; a learning rate with a diverged
+    or failed run is never best). Returns
     ({method: {"lr", "mean", "sd", "n", "best_mean", "runs"}}, the markdown lines of the per-lr table)."""
     best: dict[str, dict] = {}
     lines = ["| method | lr | final top-1 % per seed | mean ± sd | best epoch's top-1 % (mean) |",
@@ -250,7 +257,8 @@ def summarize(results: list[dict], methods: list[str]) -> tuple[dict, list[str]]
             best_mean = statistics.mean(r["best_test_top1"] for r in ok) if ok else math.nan
             lines.append(f"| {method} | {lr:g} | {per_seed} | " + (f"{mean:.2f} ± {sd:.2f}" if accs else "-")
                          + (" (a run failed)" if failed and accs else "") + f" | {best_mean:.1f} |")
-            score = -math.inf if failed or not accs else mean
+            chosen_on = [r["test_top1"] for r in ok if select_seeds is None or r["seed"] in select_seeds]
+            score = -math.inf if failed or not chosen_on else statistics.mean(chosen_on)
             if method not in best or score > best[method]["score"]:
                 best[method] = {"lr": lr, "mean": mean, "sd": sd, "n": len(accs), "best_mean": best_mean,
                                 "runs": ok, "score": score}
@@ -314,61 +322,86 @@ def main(args: argparse.Namespace) -> list[dict]:
 
     results: list[dict] = []
     out.mkdir(parents=True, exist_ok=True)
+
+    def run(method: str, lr: float, seed: int) -> None:
+        """Train (or reuse) one run and add its row to results.csv."""
+        run_dir = out / method / _lr_label(lr) / f"seed{seed}"
+        argv = ["--save-dir", str(run_dir), *common, "--lr", f"{lr:g}", "--seed", str(seed),
+                *shlex.split(methods[method]), *args.extra]
+        command = [sys.executable, str(TRAIN), *argv]
+        result = {"method": method, "lr": lr, "seed": seed, "status": "ok", "error": ""}
+        if args.dry_run:
+            print(shlex.join(command))
+            return
+        diverged = _diverged_before(run_dir, argv)
+        if diverged:
+            result.update(status="diverged", error=diverged)
+            print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
+        elif run_is_complete(run_dir, argv, args.epochs):
+            print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
+        elif args.report_only:
+            print(f"== {method} lr {lr:g} seed {seed}: not run (--report-only)", flush=True)
+            return
+        else:
+            if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
+                command.append("--overwrite")  # folder without it; the old run's files are replaced
+            print(f"== {method} lr {lr:g} seed {seed}: {shlex.join(command)}", flush=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "diverged.json").unlink(missing_ok=True)  # an earlier run's, with other settings
+            start = time.time()
+            with open(run_dir / "stderr.log", "w") as err:
+                code = subprocess.call(command, stderr=err)
+            if code != 0:
+                lines = (run_dir / "stderr.log").read_text().strip().splitlines()
+                message = lines[-1] if lines else f"exit code {code}"
+                result.update(status="diverged" if "diverged" in message else "failed", error=message)
+                if result["status"] == "diverged":  # deterministic: remembered, not run again
+                    write_json(run_dir / "diverged.json", {"argv": argv, "error": message})
+                print(f"   {result['status']}: {message}", flush=True)
+            print(f"   {time.time() - start:.0f} s", flush=True)
+        if result["status"] == "ok":
+            result.update(_read_run(run_dir))
+            if sample:
+                detail = attention_on_detail(run_dir / "last.pt", data)
+                result.update({k: round(v, 3) for k, v in detail.items()})
+        results.append(result)
+        write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "curve"} for r in results],
+                  fieldnames=sorted({k for r in results for k in r if k != "curve"}, key=_column_order))
+
+    # The sweep: every learning rate on the first --sweep-seeds seeds (all of them by default); the other seeds
+    # only at the learning rate the sweep found best for that method, which is what they are there to confirm.
+    sweep_seeds = args.seeds[:args.sweep_seeds] if args.sweep_seeds else args.seeds
     for method in args.methods:
-        for lr in method_lrs.get(method, default_lrs):
-            for seed in args.seeds:
-                run_dir = out / method / _lr_label(lr) / f"seed{seed}"
-                argv = ["--save-dir", str(run_dir), *common, "--lr", f"{lr:g}", "--seed", str(seed),
-                        *shlex.split(methods[method]), *args.extra]
-                command = [sys.executable, str(TRAIN), *argv]
-                result = {"method": method, "lr": lr, "seed": seed, "status": "ok", "error": ""}
-                if args.dry_run:
-                    print(shlex.join(command))
-                    continue
-                diverged = _diverged_before(run_dir, argv)
-                if diverged:
-                    result.update(status="diverged", error=diverged)
-                    print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
-                elif run_is_complete(run_dir, argv, args.epochs):
-                    print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
-                elif args.report_only:
-                    print(f"== {method} lr {lr:g} seed {seed}: not run (--report-only)", flush=True)
-                    continue
-                else:
-                    if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
-                        command.append("--overwrite")  # folder without it; the old run's files are replaced
-                    print(f"== {method} lr {lr:g} seed {seed}: {shlex.join(command)}", flush=True)
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    (run_dir / "diverged.json").unlink(missing_ok=True)  # an earlier run's, with other settings
-                    start = time.time()
-                    with open(run_dir / "stderr.log", "w") as err:
-                        code = subprocess.call(command, stderr=err)
-                    if code != 0:
-                        lines = (run_dir / "stderr.log").read_text().strip().splitlines()
-                        message = lines[-1] if lines else f"exit code {code}"
-                        result.update(status="diverged" if "diverged" in message else "failed", error=message)
-                        if result["status"] == "diverged":  # deterministic: remembered, not run again
-                            write_json(run_dir / "diverged.json", {"argv": argv, "error": message})
-                        print(f"   {result['status']}: {message}", flush=True)
-                    print(f"   {time.time() - start:.0f} s", flush=True)
-                if result["status"] == "ok":
-                    result.update(_read_run(run_dir))
-                    if sample:
-                        detail = attention_on_detail(run_dir / "last.pt", data)
-                        result.update({k: round(v, 3) for k, v in detail.items()})
-                results.append(result)
-                write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "curve"} for r in results],
-                          fieldnames=sorted({k for r in results for k in r if k != "curve"}, key=_column_order))
+        lrs = method_lrs.get(method, default_lrs)
+        for lr in lrs:
+            for seed in sweep_seeds:
+                run(method, lr, seed)
+        rest = [s for s in args.seeds if s not in sweep_seeds]
+        if rest and not args.dry_run:
+            found, _ = summarize([r for r in results if r["method"] == method], [method], sweep_seeds)
+            if method not in found or not found[method]["runs"]:
+                print(f"== {method}: no learning rate finished its sweep; seeds {rest} not run", flush=True)
+                continue
+            lr = found[method]["lr"]
+            print(f"== {method}: best learning rate on seed(s) {sweep_seeds}: {lr:g}; seeds {rest} there",
+                  flush=True)
+            for seed in rest:
+                run(method, lr, seed)
+        elif rest:
+            print(f"# {method}: seeds {rest} at the best of these learning rates, once the sweep has run")
     if args.dry_run:
         return []
 
-    best, lr_lines = summarize(results, args.methods)
+    best, lr_lines = summarize(results, args.methods, sweep_seeds)
     header = (f"{data}: {backbone} at {size} px, {args.epochs} epochs, batch {args.batch_size}, SGD + cosine, "
-              f"augment {args.augment or 'train.py default'}, seeds {', '.join(map(str, args.seeds))}, "
+              f"augment {args.augment or 'train.py default'}, seeds {', '.join(map(str, args.seeds))}"
+              + (f" (every lr on seed(s) {', '.join(map(str, sweep_seeds))}, the others at the best lr)"
+                 if sweep_seeds != args.seeds else "") + ", "
               f"{'random init' if sample else 'ImageNet init'}; method flags: "
               + "; ".join(f"{m} = `{methods[m]}`" for m in args.methods))
     lines = [header, "",
-             "Each method at its best learning rate, chosen by the mean final test top-1 over the seeds. There is no "
+             "Each method at its best learning rate, chosen by the mean final test top-1 over the sweep's seeds. "
+             "There is no "
              "separate validation split, so this choice is optimistic, for every method alike.", "",
              "| method | best lr | final test top-1 % (mean ± sd) | runs | best epoch's top-1 % (mean) "
              "| minutes per run |" + (" crop box holds the badge |" if sample else ""),

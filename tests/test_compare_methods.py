@@ -61,6 +61,16 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
     run_script("compare_methods", [*argv, "--no-pretrained", "--report-only", "--seeds", "0", "1", "2"])
     assert calls == [] and capsys.readouterr().out.count("not run (--report-only)") == 3
     assert len(_rows(out / "results.csv")) == 6
+    # --sweep-seeds 1: every lr on seed 0, the other seeds only at each method's best lr from seed 0.
+    capsys.readouterr()
+    run_script("compare_methods", [*argv, "--no-pretrained", "--report-only", "--seeds", "0", "1", "2",
+                                   "--sweep-seeds", "1"])
+    printed = capsys.readouterr().out
+    assert "wsdan: best learning rate on seed(s) [0]: 0.001; seeds [1, 2] there" in printed
+    assert calls == [] and printed.count("not run (--report-only)") == 2  # seed 2 of each method
+    assert [(r["method"], float(r["lr"]), int(r["seed"])) for r in _rows(out / "results.csv")] == [
+        ("baseline", 0.01, 0), ("baseline", 0.01, 1), ("wsdan", 0.001, 0), ("wsdan", 1e6, 0), ("wsdan", 0.001, 1)]
+    assert "every lr on seed(s) 0, the others at the best lr" in (out / "table.md").read_text()
     # A changed setting is not mistaken for a finished run.
     mod = script("compare_methods")
     run_dir = out / "baseline" / "lr0.01" / "seed0"
@@ -70,6 +80,16 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
     assert not mod.run_is_complete(run_dir, [*same[:-1], "flip,color-jitter"], 2)
     assert not mod.run_is_complete(run_dir, same, 3)
     assert not mod.run_is_complete(run_dir, [*same, "--pretrained"], 2)
+
+
+def test_the_best_lr_is_chosen_on_the_sweep_seeds_only():
+    mod = script("compare_methods")
+    results = [{"method": "m", "lr": 0.1, "seed": 0, "status": "ok", "test_top1": 90.0, "best_test_top1": 90.0},
+               {"method": "m", "lr": 0.1, "seed": 1, "status": "ok", "test_top1": 80.0, "best_test_top1": 80.0},
+               {"method": "m", "lr": 0.3, "seed": 0, "status": "ok", "test_top1": 86.0, "best_test_top1": 86.0}]
+    assert mod.summarize(results, ["m"])[0]["m"]["lr"] == 0.3  # all seeds: 86 > mean(90, 80)
+    best = mod.summarize(results, ["m"], select_seeds=[0])[0]["m"]  # the sweep's seed: 90 > 86
+    assert (best["lr"], best["mean"], best["n"]) == (0.1, 85.0, 2)  # reported over every seed it ran
 
 
 def test_bad_input_gets_one_line(tmp_path, capsys):

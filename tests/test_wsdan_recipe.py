@@ -19,7 +19,7 @@ from ws_dan.checkpoint import load_checkpoint
 from ws_dan.distributed import DistInfo
 from ws_dan.engine import StepConfig, TrainingDiverged, _DivergenceGuard, train_step
 from ws_dan.model import WSDAN, ModelConfig
-from ws_dan.optim import LinearWarmup, param_groups
+from ws_dan.optim import LinearWarmup, adaptive_clip_grad_, clip_gradients_, param_groups, unitwise_norm
 
 
 def _rows(path):
@@ -126,6 +126,52 @@ def test_raw_only_step_skips_the_attention_views():
     assert set(out.logits) == {"raw", "crop", "drop"} and calls == [4, 8]
 
 
+def test_adaptive_clip_grad_matches_the_formula_unit_by_unit():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3, 2, 2))
+    w.grad = torch.randn(4, 3, 2, 2) * torch.tensor([0.01, 1.0, 10.0, 0.0]).view(4, 1, 1, 1)
+    b = torch.nn.Parameter(torch.full((5,), 1e-5))  # a tiny vector: its norm is floored at eps
+    b.grad = torch.ones(5)
+    g_w, g_b, lam = w.grad.clone(), b.grad.clone(), 0.1
+    adaptive_clip_grad_([w, b], lam)
+    for i in range(4):  # each output unit separately: G_i * min(1, lam * max(|W_i|, eps) / |G_i|)
+        wn, gn = max(w[i].norm().item(), 1e-3), g_w[i].norm().item()
+        factor = 1.0 if gn == 0 or gn / wn <= lam else lam * wn / gn
+        assert torch.allclose(w.grad[i], g_w[i] * factor, atol=1e-6)
+    assert w.grad[0].equal(g_w[0]) and not w.grad[2].equal(g_w[2])  # the small one untouched, the big one cut
+    assert b.grad.norm().item() == pytest.approx(lam * 1e-3, rel=1e-4)
+    assert torch.allclose(b.grad, g_b * lam * 1e-3 / g_b.norm(), atol=1e-9)
+    assert unitwise_norm(torch.tensor([3.0, 4.0])).item() == 5.0
+
+
+def test_clip_gradients_modes():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.full((3,), 10.0)
+    clip_gradients_(opt, "agc", 0.0)  # 0: nothing
+    assert p.grad.equal(torch.full((3,), 10.0))
+    clip_gradients_(opt, "norm", 2.0)
+    assert p.grad.norm().item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="clip mode"):
+        clip_gradients_(opt, "value", 1.0)
+
+
+def test_the_step_clips_before_the_update():
+    """With AGC at lambda the update of every weight row is at most lr x lambda x its norm, whatever the lr."""
+    torch.manual_seed(0)
+    model = _wsdan()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=100.0)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    train_step(model, x, y, opt, StepConfig(clip_grad=0.01, clip_mode="agc"))
+    for n, p in model.named_parameters():
+        if p.ndim < 2:
+            continue
+        change = unitwise_norm(p.detach() - before[n])
+        bound = 100.0 * 0.01 * unitwise_norm(before[n]).clamp_min(1e-3)
+        assert bool((change <= bound * 1.001 + 1e-6).all()), n
+
+
 def test_divergence_guard_limits():
     guard = _DivergenceGuard(5.0, epoch=3, check_every=2)
     guard.update(torch.tensor(2.0), num_classes=20, step=0)  # limit 5 x max(2, ln 20 = 3.0) = 15
@@ -152,7 +198,8 @@ def test_huge_learning_rate_stops_with_one_line(tiny_data, tmp_path, capsys):
     err = lines[-1]
     assert [line for line in lines if "error" in line or "Traceback" in line] == [err]
     assert err.startswith("error: training diverged at epoch 1, step ")
-    assert "with --lr 1e+06 (new layers x1, warm-up 0 epochs); try a 3-10x smaller --lr" in err
+    assert ("with --lr 1e+06 (new layers x1, warm-up 0 epochs, gradient clipping norm 1); try a 3-10x smaller --lr"
+            in err)
     assert not (tmp_path / "run" / "last.pt").exists()  # nothing from the diverged epoch is saved
 
 
@@ -219,7 +266,12 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     config, model = recipe.resolve_model(settings, inputs)
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
-                                       logit_scale=25.0)
+                                       logit_scale=25.0, clip_grad=1.0)
+    # A run recorded before gradient clipping existed continues without it; a new run gets the recipe's.
+    old = {"args": {k: v for k, v in inputs.resume["args"].items() if k != "clip_grad"},
+           "optimizer": inputs.resume["optimizer"]}
+    assert recipe.resolve_recipe(settings, config, old).clip_grad == 0.0
+    assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config).clip_grad == 1.0
     loaders = recipe.build_loaders(used, recipe.build_datasets(used, config, inputs), inputs, DistInfo())
     optim = recipe.build_optimization(used, model, config, inputs, loaders)
     steps = len(loaders.train)  # 24 images, batch 8: 3 optimizer steps per epoch

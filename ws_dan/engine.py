@@ -23,6 +23,7 @@ from .attention import attention_crop, attention_drop, random_theta, sample_atte
 from .data import Batch, SkipLog
 from .distributed import all_reduce_sum
 from .losses import apply_center_update, center_loss, center_update_sums
+from .optim import clip_gradients_
 
 TOPK = (1, 3, 5)
 
@@ -46,6 +47,9 @@ class StepConfig:
     attention_views  train on the attention crop and drop views too; False: the raw view only (cross-entropy
                    and center loss). The maps are random at the start, so their crops and drops are noise
                    until the attention has learned something; train.py turns them on at --views-start-epoch
+    clip_grad      gradient clipping before each optimizer step (0: none): the global norm's cap, or lambda of
+                   adaptive clipping (ws_dan.optim.adaptive_clip_grad_), by ``clip_mode`` ("norm" / "agc");
+                   train.py's WS-DAN recipe clips the norm at 1
     diverge_factor  stop with TrainingDiverged when a step's loss is non-finite or exceeds this many times
                    max(first loss, ln K) (K classes: the loss of a uniform guess); 0 disables the check
     """
@@ -61,6 +65,8 @@ class StepConfig:
     label_smoothing: float = 0.0
     accum_steps: int = 1  # micro-batches whose gradients add up before one optimizer step
     attention_views: bool = True
+    clip_grad: float = 0.0
+    clip_mode: str = "norm"
     diverge_factor: float = 5.0
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -97,20 +103,25 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
 
 
 def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
-              accum_steps: int = 1, step_now: bool = True) -> None:
-    """Backward, and an optimizer step when ``step_now``: with ``accum_steps`` > 1 the gradients of that many
+              cfg: StepConfig, step_now: bool = True) -> None:
+    """Backward, and an optimizer step when ``step_now``: with ``cfg.accum_steps`` > 1 the gradients of that many
     micro-batches add up (each loss divided by ``accum_steps``) before one step, as one large batch would give.
-    The GradScaler guards fp16 gradients."""
-    if accum_steps > 1:
-        loss = loss / accum_steps
+    The gradients are clipped (``cfg.clip_grad``) just before the step, on their true scale: the GradScaler's
+    factor is removed first. The GradScaler guards fp16 gradients."""
+    if cfg.accum_steps > 1:
+        loss = loss / cfg.accum_steps
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         if step_now:
+            if cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                clip_gradients_(optimizer, cfg.clip_mode, cfg.clip_grad)
             scaler.step(optimizer)
             scaler.update()
     else:
         loss.backward()
         if step_now:
+            clip_gradients_(optimizer, cfg.clip_mode, cfg.clip_grad)
             optimizer.step()
     if step_now:
         optimizer.zero_grad(set_to_none=True)
@@ -159,7 +170,7 @@ def train_step(
             loss = loss + cfg.cal_weight * ce(effect, torch.cat([targets, aug_targets]))
 
     # 4. One backward and one optimizer step for the sum.
-    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
+    _optimize(loss, optimizer, scaler, cfg, step_now)
 
     # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y). Under DDP the per-class
     #    sums and counts are added over all processes first, so every replica makes the same update.
@@ -178,7 +189,7 @@ def _raw_only_step(model: nn.Module, raw, loss_center: torch.Tensor, targets: to
     loss = cfg.cross_entropy(raw.logits, targets) + cfg.center_weight * loss_center
     if cfg.cal:
         loss = loss + cfg.cal_weight * cfg.cross_entropy(raw.effect_logits, targets)
-    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
+    _optimize(loss, optimizer, scaler, cfg, step_now)
     delta, counts = center_update_sums(net.feature_centers, raw.features.detach().float(), targets)
     apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
     return StepResult(loss.detach(), {"raw": raw.logits.detach()})
@@ -198,7 +209,7 @@ def baseline_step(
     with autocast(images.device, amp_dtype):
         logits = model(images).logits
         loss = cfg.cross_entropy(logits, targets)
-    _optimize(loss, optimizer, scaler, cfg.accum_steps, step_now)
+    _optimize(loss, optimizer, scaler, cfg, step_now)
     return StepResult(loss.detach(), {"raw": logits.detach()})
 
 

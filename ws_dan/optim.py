@@ -200,3 +200,47 @@ def balanced_class_weights(targets: Iterable[int], num_classes: int) -> torch.Te
     weights = np.zeros(num_classes, dtype=np.float64)
     weights[present] = compute_class_weight("balanced", classes=present, y=targets)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+CLIP_MODES = ("norm", "agc")
+
+
+def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
+    """The norm of each output unit (row of a weight, over all its other dimensions); vectors and scalars as a
+    whole. Shaped to broadcast against ``x``."""
+    if x.ndim <= 1:
+        return x.norm(2)
+    return x.norm(2, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, eps: float = 1e-3) -> None:
+    """Adaptive gradient clipping (Brock et al., "High-Performance Large-Scale Image Recognition Without
+    Normalization", ICML 2021, eq. 3), in place, unit by unit:
+
+        G_i <- lambda * max(||W_i||, eps) / ||G_i|| * G_i    if ||G_i|| / max(||W_i||, eps) > lambda
+
+    so no step changes a unit's weights by more than about lr x lambda of their norm, whatever the learning rate:
+    large steps cannot wipe out the pretrained features, while small gradients pass untouched."""
+    for p in parameters:
+        if p.grad is None:
+            continue
+        w_norm = unitwise_norm(p.detach()).clamp_min(eps)
+        g_norm = unitwise_norm(p.grad.detach())
+        max_norm = w_norm * clip_factor
+        scale = (max_norm / g_norm.clamp_min(1e-6)).clamp(max=1.0)
+        p.grad.mul_(scale)
+
+
+def clip_gradients_(optimizer: Optimizer, mode: str, value: float) -> None:
+    """Clip the gradients of every parameter ``optimizer`` updates: ``norm``, the global L2 norm to ``value``
+    (torch's clip_grad_norm_); ``agc``, adaptive clipping with ``value`` as lambda. ``value`` 0: nothing."""
+    if value <= 0:
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if mode == "norm":
+        torch.nn.utils.clip_grad_norm_(params, value)
+    elif mode == "agc":
+        adaptive_clip_grad_(params, value)
+    else:
+        raise ValueError(f"clip mode: expected one of {CLIP_MODES}, got {mode!r}")
