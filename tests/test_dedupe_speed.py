@@ -28,7 +28,8 @@ from data_tools.dedupe import (
     popcount,
     working_reduction,
 )
-from data_tools.dedupe.hashing import CROP_FRACTION, _centre
+from data_tools.dedupe.hashing import CROP_FRACTION, HASH_SIZES, _centre
+from data_tools.dedupe.resample import resize_many
 from ws_dan.images import UnreadableImageError, decode_image, open_image
 
 
@@ -130,6 +131,27 @@ def test_draft_hashes_agree_with_full_decode_on_real_photos():
     assert 2 * DRAFT_DEVIATION <= EXACT_CANDIDATE_DISTANCE
     assert sum(s >= 4 for s in scales) >= 20  # the large photos really were decoded at reduced scale
     assert np.mean(dists) < 1.5  # most draft-decoded photos hash exactly as their full decode
+
+
+@pytest.mark.parametrize("pattern", ["noise", "ramp", "binary"])
+def test_matrix_resize_is_pil_lanczos_bit_for_bit(pattern):
+    """Both pass orders (Pillow 13 picks one by the shrink), down and up, every hash size and odd ones."""
+    rng = np.random.default_rng({"noise": 0, "ramp": 1, "binary": 2}[pattern])
+    for _ in range(40):
+        h, w = int(rng.integers(6, 240)), int(rng.integers(6, 240))
+        if pattern == "noise":
+            pixels = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        elif pattern == "ramp":
+            pixels = (np.add.outer(np.arange(h) * 7, np.arange(w) * 3) % 256).astype(np.uint8)
+        else:  # hard edges: the Lanczos lobes overshoot, so the clip to 0..255 matters
+            pixels = np.where(rng.random((h, w)) < 0.5, 0, 255).astype(np.uint8)
+        sizes = [*HASH_SIZES, (w, h), (w, int(rng.integers(2, 90))), (int(rng.integers(2, 90)), h),
+                 (int(rng.integers(2, 300)), int(rng.integers(2, 300)))]
+        image = Image.fromarray(pixels)
+        for size, got in zip(sizes, resize_many(pixels, sizes)):
+            want = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
+            assert got.dtype == np.uint8 and got.shape == want.shape
+            assert np.array_equal(got, want), ((w, h), size)
 
 
 def test_hashes_are_imagehash_on_the_working_image():

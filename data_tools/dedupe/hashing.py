@@ -20,7 +20,8 @@ decoder's DCT scaling (1/2, 1/4, 1/8, luma only; ``ws_dan.images.decode_image``)
 :meth:`PIL.Image.Image.reduce` (box means). Because reduce(a) then reduce(b) has exactly the size of reduce(a*b),
 the draft-decoded working image has the same size as the full decode's and nearly the same pixels; on 1,121 real
 photos the four whole-image hashes of the two differ by 0.37 bits on average, 6 at most (:data:`DRAFT_DEVIATION`).
-The hashes themselves are imagehash's, computed with one PIL resize each and a few numpy operations instead of
+The hashes themselves are imagehash's, computed from PIL's LANCZOS resizes (reproduced bit for bit as matrix
+products, ``data_tools.dedupe.resample``, all four sizes of a view at once) and a few numpy operations instead of
 imagehash's scipy / PyWavelets calls (whose per-call overhead was most of the hashing time): the two dHashes are
 bit-identical to ``imagehash`` on the same working image; pHash (the DCT as two small matrix products) and wHash
 (the Haar LL band at 8x8 of the mean-removed 64x64 picture is an increasing function of its 8x8 block sums) make
@@ -43,6 +44,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
+from data_tools.dedupe.resample import resize_many
 from data_tools.parallel import Progress, parallel_map
 from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, decode_image
 
@@ -79,23 +81,12 @@ def _pack(bits: np.ndarray) -> int:
     return int.from_bytes(np.packbits(np.asarray(bits, dtype=bool).ravel()).tobytes(), "big")
 
 
-def _centre(image: Image.Image, fraction: float) -> Image.Image:
-    w, h = image.size
-    dx, dy = round(w * fraction), round(h * fraction)
-    if w - 2 * dx < 8 or h - 2 * dy < 8:  # too small to crop meaningfully: the whole image stands in
-        return image
-    return image.crop((dx, dy, w - dx, h - dy))
-
-
 def working_reduction(shorter_side: int) -> int:
     """The power of two the working image is reduced by: the largest keeping ``shorter_side`` >= HASH_WORKING_SIZE."""
     factor = 1
     while shorter_side // (2 * factor) >= HASH_WORKING_SIZE:
         factor *= 2
     return factor
-
-
-_LANCZOS = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS
 
 
 def _pixels(image: Image.Image) -> np.ndarray:
@@ -121,43 +112,60 @@ def _dct_rows(n: int = 32, k: int = 8) -> np.ndarray:
 _DCT = _dct_rows()
 
 
-def _phash(view: Image.Image) -> int:
+#: The sizes each view is resized to (LANCZOS, as imagehash): pHash, dHash, vertical dHash, wHash.
+HASH_SIZES = ((32, 32), (9, 8), (8, 9), (64, 64))
+
+
+def _phash(small: np.ndarray) -> int:
     # imagehash.phash: 2-D DCT of the 32x32 picture, its 8x8 lowest frequencies against their median. As two small
     # matrix products (only the 8 rows needed); rounded to 1e-6 so that the float noise of a flat picture's zero
     # coefficients (imagehash gets +-1e-13 there, and random bits) reads as the ties it is.
-    pixels = _pixels(view.resize((32, 32), _LANCZOS)).astype(np.float64)
-    return _above_median(np.round(_DCT @ pixels @ _DCT.T, 6))
+    return _above_median(np.round(_DCT @ small.astype(np.float64) @ _DCT.T, 6))
 
 
-def _dhash(view: Image.Image) -> int:
-    pixels = _pixels(view.resize((9, 8), _LANCZOS))  # imagehash.dhash: is each pixel brighter than its left
-    return _pack(pixels[:, 1:] > pixels[:, :-1])
+def _dhash(small: np.ndarray) -> int:
+    return _pack(small[:, 1:] > small[:, :-1])  # 9x8 -> imagehash.dhash: is each pixel brighter than its left
 
 
-def _dhash_vertical(view: Image.Image) -> int:
-    pixels = _pixels(view.resize((8, 9), _LANCZOS))
-    return _pack(pixels[1:, :] > pixels[:-1, :])
+def _dhash_vertical(small: np.ndarray) -> int:
+    return _pack(small[1:, :] > small[:-1, :])  # 8x9
 
 
-def _whash(view: Image.Image) -> int:
+def _whash(small: np.ndarray) -> int:
     # imagehash.whash(image_scale=64): Haar-decompose the 64x64 picture fully, zero the top LL (= remove the mean),
     # rebuild, decompose 3 levels and compare the 8x8 LL band with its median. That band is (block sum of 8x8
     # pixels - 64 * mean) / (8 * 255): an increasing function of the block sums, so comparing the exact integer
     # sums with their median gives the same bits (imagehash's float rounding breaks ties between equal blocks at
     # random). 64x64 rather than imagehash's default (the largest power of two that fits) was measured as
     # accurate on the benchmark at a third of the cost.
-    pixels = _pixels(view.resize((64, 64), _LANCZOS)).astype(np.int64)
-    return _above_median(pixels.reshape(8, 8, 8, 8).sum(axis=(1, 3)))
+    return _above_median(small.astype(np.int64).reshape(8, 8, 8, 8).sum(axis=(1, 3)))
 
 
-_HASHES = (_phash, _dhash, _dhash_vertical, _whash)  # in HASH_NAMES order
+_HASHES = (_phash, _dhash, _dhash_vertical, _whash)  # in HASH_NAMES order, on the HASH_SIZES pictures
+
+
+def _centre_box(width: int, height: int, fraction: float) -> tuple[int, int, int, int]:
+    dx, dy = round(width * fraction), round(height * fraction)
+    if width - 2 * dx < 8 or height - 2 * dy < 8:  # too small to crop meaningfully: the whole image stands in
+        return 0, 0, width, height
+    return dx, dy, width - dx, height - dy
+
+
+def _centre(image: Image.Image, fraction: float) -> Image.Image:
+    """The centre view of a PIL image (the box of :func:`_centre_box`)."""
+    return image.crop(_centre_box(image.width, image.height, fraction))
 
 
 def _working_hashes(gray: Image.Image) -> np.ndarray:
+    """The (2 views, 4 hashes) array of a working image. The four resizes of a view are PIL's LANCZOS resizes,
+    bit for bit, done as matrix products (``data_tools.dedupe.resample``: a third of the time of four
+    ``Image.resize`` calls)."""
+    pixels = _pixels(gray)
+    x0, y0, x1, y1 = _centre_box(gray.width, gray.height, CROP_FRACTION)
     out = np.empty((len(VIEW_NAMES), len(_HASHES)), dtype=np.uint64)
-    for v, view in enumerate((gray, _centre(gray, CROP_FRACTION))):
-        for k, fn in enumerate(_HASHES):
-            out[v, k] = fn(view)
+    for v, view in enumerate((pixels, pixels[y0:y1, x0:x1])):
+        for k, (fn, small) in enumerate(zip(_HASHES, resize_many(view, HASH_SIZES))):
+            out[v, k] = fn(small)
     return out
 
 
