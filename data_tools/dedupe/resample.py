@@ -13,7 +13,8 @@ does the first pass of every size and one small product per size its second pass
 Exactness: the weights are integers below 2^23 and the pixels below 256, so every sum (fewer than 2^10 terms)
 is an integer far below 2^53 and float64 products compute it exactly; the floor-division by 2^22 and the clip are
 PIL's. ``tests/test_dedupe_speed.py`` checks equality with ``Image.resize`` on random pictures of many sizes,
-down and up. The Lanczos window and its normalisation follow Pillow's code (stable since Pillow 4.3, 2017).
+down and up, on the installed Pillow. The window, normalisation and rounding follow Pillow's ``Resample.c``
+(unchanged since Pillow 4.3, 2017); the pass order is Pillow 13's rule, or always horizontal first before it.
 """
 
 from __future__ import annotations
@@ -37,39 +38,36 @@ def _lanczos(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def lanczos_weights(in_size: int, out_size: int) -> np.ndarray:
-    """The fixed-point weights PIL uses to resize one axis from ``in_size`` to ``out_size`` pixels with LANCZOS:
-    an ``(out_size, in_size)`` float64 array of integers (x 2^-22 = the filter weights).
+def stacked_weights(in_size: int, out_sizes: tuple[int, ...]) -> np.ndarray:
+    """The fixed-point weights PIL uses to resize one axis from ``in_size`` to each of ``out_sizes`` pixels with
+    LANCZOS, stacked: a ``(sum(out_sizes), in_size)`` float64 array of integers (x 2^-22 = the filter weights).
 
     As Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc``: scale = in / out, filterscale = max(scale, 1),
     support = 3 x filterscale; output pixel i is centred at (i + 0.5) x scale and reads input pixels
     [int(centre - support + 0.5), int(centre + support + 0.5)) clipped to the image, with weight
     lanczos((x - centre + 0.5) x (1 / filterscale)), normalised by their sum (added left to right, as in C),
-    then rounded half away from zero to 22 bits. All rows at once, on each row's window only.
+    then rounded half away from zero to 22 bits. Every row of every size at once, on each row's window only
+    (the weights are built for every new size a data set brings, so their cost counts).
     """
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
+    counts = np.asarray(out_sizes)
+    scale = np.repeat(in_size / counts, counts)  # per output row
+    filterscale = np.maximum(scale, 1.0)
     support = _LANCZOS_SUPPORT * filterscale
-    ksize = math.ceil(support) * 2 + 1  # the most input pixels one output pixel reads (Pillow's ksize)
-    centre = (np.arange(out_size) + 0.5) * scale
+    ksize = max(math.ceil(_LANCZOS_SUPPORT * max(in_size / n, 1.0)) * 2 + 1 for n in out_sizes)  # Pillow's ksize
+    centre = (np.concatenate([np.arange(n) for n in out_sizes]) + 0.5) * scale
     lo = np.maximum(np.trunc(centre - support + 0.5), 0).astype(np.int64)  # C's (int) truncates toward zero
     hi = np.minimum(np.trunc(centre + support + 0.5), in_size).astype(np.int64)
-    index = lo[:, None] + np.arange(ksize)  # (out, ksize): each output pixel's window, as in C
+    index = lo[:, None] + np.arange(ksize)  # (rows, ksize): each output pixel's window, as in C
     inside = index < hi[:, None]
-    w = np.where(inside, _lanczos((index - centre[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+    w = np.where(inside, _lanczos((index - centre[:, None] + 0.5) * (1.0 / filterscale)[:, None]), 0.0)
     total = np.cumsum(w, axis=1)[:, -1:]  # added left to right, like the C loop (the zeros add nothing)
     w = np.divide(w, total, out=w, where=total != 0.0)
     scaled = w * (1 << PRECISION_BITS)
     fixed = np.where(scaled < 0, np.ceil(scaled - 0.5), np.floor(scaled + 0.5))  # (int)(x -+ 0.5) in C
-    weights = np.zeros((out_size, in_size))
-    rows = np.broadcast_to(np.arange(out_size)[:, None], index.shape)
+    weights = np.zeros((len(centre), in_size))
+    rows = np.broadcast_to(np.arange(len(centre))[:, None], index.shape)
     weights[rows[inside], index[inside]] = fixed[inside]
     return weights
-
-
-@lru_cache(maxsize=1024)
-def _stacked(in_size: int, out_sizes: tuple[int, ...]) -> np.ndarray:
-    return np.concatenate([lanczos_weights(in_size, n) for n in out_sizes])
 
 
 def _fixed_point_to_uint8(sums: np.ndarray) -> np.ndarray:
@@ -107,18 +105,22 @@ def resize_many(pixels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np
     across = [k for k, (ow, oh) in enumerate(sizes) if not vertical_first((w, h), (ow, oh))]
     down = [k for k in range(len(sizes)) if k not in across]
     if across:  # horizontal first: the horizontal passes of these sizes in one product (h, w) @ (w, sum of widths)
-        first = _fixed_point_to_uint8(image @ _stacked(w, tuple(sizes[k][0] for k in across)).T)
-        col = 0
+        first = _fixed_point_to_uint8(image @ stacked_weights(w, tuple(sizes[k][0] for k in across)).T)
+        second = stacked_weights(h, tuple(sizes[k][1] for k in across))
+        col = row = 0
         for k in across:
             ow, oh = sizes[k]
-            np.matmul(lanczos_weights(h, oh), first[:, col:col + ow], out=slots[k])
+            np.matmul(second[row:row + oh], first[:, col:col + ow], out=slots[k])
             col += ow
+            row += oh
     if down:  # vertical first: (sum of heights, h) @ (h, w), then each size's horizontal pass
-        first = _fixed_point_to_uint8(_stacked(h, tuple(sizes[k][1] for k in down)) @ image)
-        row = 0
+        first = _fixed_point_to_uint8(stacked_weights(h, tuple(sizes[k][1] for k in down)) @ image)
+        second = stacked_weights(w, tuple(sizes[k][0] for k in down))
+        col = row = 0
         for k in down:
             ow, oh = sizes[k]
-            np.matmul(first[row:row + oh], lanczos_weights(w, ow).T, out=slots[k])
+            np.matmul(first[row:row + oh], second[col:col + ow].T, out=slots[k])
+            col += ow
             row += oh
     small = _fixed_point_to_uint8(buffer).astype(np.uint8)
     return [small[offsets[k]:offsets[k + 1]].reshape(oh, ow) for k, (ow, oh) in enumerate(sizes)]
