@@ -198,8 +198,8 @@ def test_huge_learning_rate_stops_with_one_line(tiny_data, tmp_path, capsys):
     err = lines[-1]
     assert [line for line in lines if "error" in line or "Traceback" in line] == [err]
     assert err.startswith("error: training diverged at epoch 1, step ")
-    assert ("with --lr 1e+06 (new layers x1, warm-up 0 epochs, gradient clipping norm 1); try a 3-10x smaller --lr"
-            in err)
+    assert ("with --lr 1e+06 (new layers x1, warm-up 0 epochs, gradient clipping off); try a 3-10x smaller --lr"
+            in err) and "--clip-grad 1" in err
     assert not (tmp_path / "run" / "last.pt").exists()  # nothing from the diverged epoch is saved
 
 
@@ -233,7 +233,7 @@ def test_defaults_are_the_recipe_for_wsdan_and_a_plain_fine_tune_for_the_baselin
     tiny = _without_lr(TINY_TRAIN)
     run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *tiny, "--method", "baseline"])
     args = json.loads((save / "args.json").read_text())
-    assert (args["lr"], args["head_lr_scale"], args["warmup_epochs"]) == (0.001, 1.0, 0.0)
+    assert (args["lr"], args["head_lr_scale"], args["warmup_epochs"], args["clip_grad"]) == (0.01, 1.0, 0.0, 0.0)
     assert args["logit_scale"] is None and args["views_start_epoch"] is None  # WS-DAN's knobs: unused, so None
     assert len(load_checkpoint(save / "last.pt")["optimizer"]["param_groups"]) == 1
     save = tmp_path / "wsdan"
@@ -246,10 +246,11 @@ def test_defaults_are_the_recipe_for_wsdan_and_a_plain_fine_tune_for_the_baselin
 
 @pytest.fixture(scope="module")
 def two_group_run(tiny_data, tmp_path_factory):
-    """One epoch with its own head learning rate, a 2-epoch warm-up and the views from epoch 2."""
+    """One epoch with its own head learning rate, a 2-epoch warm-up, the views from epoch 2 and clipping at 2."""
     save = tmp_path_factory.mktemp("groups") / "run"
     run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *TINY_TRAIN, "--lr", "0.01",
-                         "--head-lr-scale", "0.5", "--warmup-epochs", "2", "--views-start-epoch", "2"])
+                         "--head-lr-scale", "0.5", "--warmup-epochs", "2", "--views-start-epoch", "2",
+                         "--clip-grad", "2"])
     return save
 
 
@@ -266,14 +267,12 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     config, model = recipe.resolve_model(settings, inputs)
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
-                                       logit_scale=25.0, clip_grad=1.0)
-    # A run recorded before gradient clipping existed continues without it; a new run gets the recipe's.
-    old = {"args": {k: v for k, v in inputs.resume["args"].items() if k != "clip_grad"},
-           "optimizer": inputs.resume["optimizer"]}
-    assert recipe.resolve_recipe(settings, config, old).clip_grad == 0.0
-    assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config).clip_grad == 1.0
+                                       logit_scale=25.0, clip_grad=2.0)
+    # A new run gets the recipe's clipping (off); the resumed one kept its own (2).
+    assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config).clip_grad == 0.0
     loaders = recipe.build_loaders(used, recipe.build_datasets(used, config, inputs), inputs, DistInfo())
     optim = recipe.build_optimization(used, model, config, inputs, loaders)
+    assert (optim.step.clip_grad, optim.step.clip_mode) == (2.0, "norm")  # reaches the training step
     steps = len(loaders.train)  # 24 images, batch 8: 3 optimizer steps per epoch
     assert steps == 3 and optim.warmup.warmup_steps == 6 and optim.warmup.step_count == 3
     assert optim.warmup.factor() == pytest.approx(4 / 6)  # the 4th of 6 ramp steps comes next

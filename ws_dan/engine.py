@@ -49,7 +49,7 @@ class StepConfig:
                    until the attention has learned something; train.py turns them on at --views-start-epoch
     clip_grad      gradient clipping before each optimizer step (0: none): the global norm's cap, or lambda of
                    adaptive clipping (ws_dan.optim.adaptive_clip_grad_), by ``clip_mode`` ("norm" / "agc");
-                   train.py's WS-DAN recipe clips the norm at 1
+                   off in train.py's recipes (clipping the norm at 1 rescues lr 0.05 but slows lr 0.01)
     diverge_factor  stop with TrainingDiverged when a step's loss is non-finite or exceeds this many times
                    max(first loss, ln K) (K classes: the loss of a uniform guess); 0 disables the check
     """
