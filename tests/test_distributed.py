@@ -55,7 +55,7 @@ def test_two_process_training_then_resume_with_one(tiny_data, tmp_path):
 
 
 def test_gradient_accumulation_equals_one_large_batch():
-    from ws_dan.engine import _optimize
+    from ws_dan.engine import StepConfig, _optimize
 
     torch.manual_seed(0)
     x, y = torch.randn(8, 5), torch.randn(8, 1)
@@ -64,9 +64,10 @@ def test_gradient_accumulation_equals_one_large_batch():
     opt_big = torch.optim.SGD(big.parameters(), lr=0.1, momentum=0.9)
     opt_small = torch.optim.SGD(small.parameters(), lr=0.1, momentum=0.9)
     for _ in range(3):
-        _optimize(torch.nn.functional.mse_loss(big(x), y), opt_big, None)
+        _optimize(torch.nn.functional.mse_loss(big(x), y), opt_big, None, StepConfig())
         for half, last in ((slice(0, 4), False), (slice(4, 8), True)):
-            _optimize(torch.nn.functional.mse_loss(small(x[half]), y[half]), opt_small, None, 2, step_now=last)
+            _optimize(torch.nn.functional.mse_loss(small(x[half]), y[half]), opt_small, None, StepConfig(accum_steps=2),
+                      step_now=last)
     for a, b in zip(big.parameters(), small.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 
