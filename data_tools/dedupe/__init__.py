@@ -4,6 +4,7 @@ One concept per module, the way imagededup separates hashing from search:
 
 * :mod:`~data_tools.dedupe.hashing`: pixel digests (exact duplicates) and perceptual hashes (near ones), on
   worker processes; JPEGs decoded at reduced scale, digests only where needed;
+* :mod:`~data_tools.dedupe.resample`: PIL's LANCZOS resize, bit for bit, as matrix products (the hashes' resizes);
 * :mod:`~data_tools.dedupe.search`: the vectorised all-against-all search and the grouping of pairs;
 * :mod:`~data_tools.dedupe.report`: duplicate groups, the keeper of each, leaks, label conflicts, the contact
   sheet;
