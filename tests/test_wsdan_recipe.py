@@ -156,6 +156,64 @@ def test_clip_gradients_modes():
         clip_gradients_(opt, "value", 1.0)
 
 
+def test_clip_gradients_reports_the_norm_before_clipping():
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([p], lr=1.0)
+    for mode, value, clipped in (("norm", 0.0, 0.0), ("norm", 100.0, 0.0), ("norm", 2.0, 1.0), ("agc", 0.1, 1.0),
+                                 ("agc", 1e3, 0.0), ("step", 2.0, 1.0)):
+        p.grad = torch.full((4,), 3.0)  # norm 6
+        stats = clip_gradients_(opt, mode, value)
+        assert stats.norm.item() == pytest.approx(6.0) and stats.clipped.item() == clipped, (mode, value)
+
+
+def test_step_clipping_caps_lr_times_the_gradient_at_every_rate():
+    """G <- G * min(1, tau / ||(lr_g G_g)_g||): the step lr x G is capped at tau whatever the lr, per group."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Parameter(torch.zeros(5)), torch.nn.Parameter(torch.zeros(3))
+    for lr_a, lr_b in ((0.01, 0.01), (0.05, 0.5), (1e-4, 1e-4)):
+        opt = torch.optim.SGD([{"params": [a], "lr": lr_a}, {"params": [b], "lr": lr_b}])
+        ga, gb = torch.randn(5) * 10, torch.randn(3) * 10
+        a.grad, b.grad = ga.clone(), gb.clone()
+        step = math.sqrt((lr_a * ga.norm().item()) ** 2 + (lr_b * gb.norm().item()) ** 2)  # the SGD step's norm
+        tau = 0.1
+        stats = clip_gradients_(opt, "step", tau)
+        factor = min(1.0, tau / step)
+        assert torch.allclose(a.grad, ga * factor, rtol=1e-5) and torch.allclose(b.grad, gb * factor, rtol=1e-5)
+        new_step = math.sqrt((lr_a * a.grad.norm().item()) ** 2 + (lr_b * b.grad.norm().item()) ** 2)
+        assert new_step == pytest.approx(min(step, tau), rel=1e-4)
+        assert stats.clipped.item() == float(step > tau)
+    opt = torch.optim.SGD([a], lr=0.01)  # a step below the cap is left exactly as it was
+    a.grad = torch.full((5,), 0.5)
+    clip_gradients_(opt, "step", 1.0)
+    assert a.grad.equal(torch.full((5,), 0.5))
+
+
+def test_training_metrics_hold_the_gradient_norm_and_the_clipped_share():
+    """train_one_epoch's result: the mean and largest global norm over its optimizer steps (measured before
+    clipping, equal to a direct computation) and the % of steps clipped; the epoch's log line prints them."""
+    from ws_dan.engine import _Meter
+    from ws_dan.optim import ClipStats
+
+    meter = _Meter(["raw"], torch.device("cpu"))
+    y = torch.tensor([0, 1])
+    for norm, clipped in ((2.0, 1.0), (4.0, 0.0), (math.inf, 0.0), (6.0, 1.0)):  # inf: an fp16 overflow, skipped
+        meter.update(torch.tensor(1.0), {"raw": torch.randn(2, 3)}, y, ClipStats(torch.tensor(norm),
+                                                                                 torch.tensor(clipped)))
+    meter.update(torch.tensor(1.0), {"raw": torch.randn(2, 3)}, y)  # an accumulation micro-step: no optimizer step
+    r = meter.result()
+    assert (r["grad_norm"], r["grad_norm_max"], r["clipped"]) == (4.0, 6.0, 50.0)
+
+    # A real step: the reported norm is the global norm of the gradients the step computed.
+    torch.manual_seed(0)
+    model = _wsdan()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights stay, the gradients can be recomputed
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(1)
+    result = train_step(model, x, y, opt, StepConfig())
+    assert result.grad is not None and result.grad.clipped.item() == 0.0
+    assert result.grad.norm.item() > 0
+
+
 def test_the_step_clips_before_the_update():
     """With AGC at lambda the update of every weight row is at most lr x lambda x its norm, whatever the lr."""
     torch.manual_seed(0)
@@ -217,6 +275,10 @@ def test_recipe_flags_reach_the_model_the_optimizer_and_the_metrics(tiny_data, t
     assert math.isfinite(float(rows[1]["train_crop_top1"])) and math.isfinite(float(rows[0]["train_raw_top1"]))
     args = json.loads((save / "args.json").read_text())
     assert (args["head_lr_scale"], args["warmup_epochs"], args["views_start_epoch"]) == (0.5, 0.5, 2)
+    for row in rows:  # every epoch's gradient norms (no clipping asked: nothing clipped)
+        assert 0 < float(row["train_grad_norm"]) <= float(row["train_grad_norm_max"]) < math.inf
+        assert float(row["train_clipped"]) == 0.0
+    assert "grad norm" in (save / "train.log").read_text()
     # resuming keeps the two groups and continues
     row = run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "3", *TINY_TRAIN, "--lr", "0.01",
                                "--head-lr-scale", "0.5", "-c", str(save / "last.pt"), "--lr-scheduler", "cosine"])
@@ -267,7 +329,7 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     config, model = recipe.resolve_model(settings, inputs)
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
-                                       logit_scale=25.0, clip_grad=2.0)
+                                       logit_scale=25.0, clip_grad=2.0, clip_mode="norm")
     # A new run gets the recipe's clipping (off); the resumed one kept its own (2).
     assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config).clip_grad == 0.0
     loaders = recipe.build_loaders(used, recipe.build_datasets(used, config, inputs), inputs, DistInfo())

@@ -65,8 +65,9 @@ DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_att
 #: 96.0% unclipped (docs/compare_cars_dev_224.md). ``--clip-grad 1`` is the remedy for a high lr, not a default.
 #: The baseline's lr is 0.01, its best on cars_dev at 224 px / 8 epochs (96.0 / 93.0% over 2 seeds; 0.003: 91.0%,
 #: 0.03: collapsed to 17.0%); its old default, 0.001, was not measured there.
-WSDAN_RECIPE = dict(lr=0.01, logit_scale=25.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=2, clip_grad=0.0)
-BASELINE_RECIPE = dict(lr=0.01, head_lr_scale=1.0, warmup_epochs=0.0, clip_grad=0.0)
+WSDAN_RECIPE = dict(lr=0.01, logit_scale=25.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=2,
+                    clip_grad=0.0, clip_mode="norm")
+BASELINE_RECIPE = dict(lr=0.01, head_lr_scale=1.0, warmup_epochs=0.0, clip_grad=0.0, clip_mode="norm")
 RECIPES = {"wsdan": WSDAN_RECIPE, "baseline": BASELINE_RECIPE}
 #: The settings only WS-DAN reads (None in a baseline run's record).
 WSDAN_ONLY = ("logit_scale", "views_start_epoch")
@@ -105,7 +106,7 @@ class TrainSettings:
     head_lr_scale: Optional[float] = None  # None: the method's recipe (WSDAN_RECIPE / BASELINE_RECIPE)
     warmup_epochs: Optional[float] = None  # None: the method's recipe
     clip_grad: Optional[float] = None  # None: the method's recipe; 0: no clipping
-    clip_mode: str = "norm"  # "norm": the global norm's cap; "agc": adaptive, clip_grad is lambda
+    clip_mode: Optional[str] = None  # None: the recipe's; "norm" / "step" / "agc" (ws_dan.optim.clip_gradients_)
     diverge_factor: float = 5.0  # the divergence guard (ws_dan.engine); 0: off
     final_lr: float = 0.1
     momentum: float = 0.9
@@ -210,12 +211,16 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
                         "for the baseline, or the resumed run's with -c")
     g.add_argument("--clip-grad", type=nonneg_float, default=S.clip_grad,
                    help="gradient clipping before each step, 0: none; with --clip-mode norm the cap on the global "
-                        "norm, with agc the largest gradient / weight norm ratio of a unit (lambda); default "
+                        "norm (train.log prints each epoch's mean and largest), with step the cap on the norm of "
+                        "lr x gradient, with agc the largest gradient / weight norm ratio of a unit (lambda); default "
                         f"{WSDAN_RECIPE['clip_grad']:g} for WS-DAN, {BASELINE_RECIPE['clip_grad']:g} for the baseline, "
                         "or the resumed run's with -c")
-    g.add_argument("--clip-mode", choices=["norm", "agc"], default=S.clip_mode,
-                   help="norm: the global L2 norm of all gradients; agc: adaptive gradient clipping, unit by unit "
-                        "(Brock et al. 2021)")
+    g.add_argument("--clip-mode", choices=["norm", "step", "agc"], default=S.clip_mode,
+                   help="norm: --clip-grad caps the global L2 norm of all gradients; step: it caps the norm of the "
+                        "SGD step lr x gradient (the same largest step at any --lr); agc: adaptive gradient "
+                        "clipping, unit by unit (Brock et al. 2021); default "
+                        f"{WSDAN_RECIPE['clip_mode']} for WS-DAN, {BASELINE_RECIPE['clip_mode']} for the baseline, "
+                        "or the resumed run's with -c")
     g.add_argument("--diverge-factor", type=nonneg_float, default=S.diverge_factor,
                    help="stop when the loss is non-finite or above this x max(first loss, ln classes); 0: never")
     g.add_argument("--final-lr", type=positive_float, default=S.final_lr,
@@ -660,8 +665,12 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
     def log_epoch(e: EpochEnd) -> None:
         views = "  ".join(f"{v} {e.train[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
                           if v + "_top1" in e.train and not math.isnan(e.train[v + "_top1"]))  # NaN: did not run
-        log.info("epoch %d/%d  loss %.4f  %s  | val loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  | lr %.2g  %.1fs",
-                 e.epoch, e.epochs, e.train["loss"], views, e.val["loss"], e.val["top1"], e.val["top5"],
+        grad = ""
+        if "grad_norm" in e.train:  # the gradients' global norm before clipping: what --clip-grad compares with
+            grad = f"  grad norm {e.train['grad_norm']:.3g} (max {e.train['grad_norm_max']:.3g})"
+            grad += f", {e.train['clipped']:.0f}% clipped" if settings.clip_grad else ""
+        log.info("epoch %d/%d  loss %.4f  %s%s  | val loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  | lr %.2g  %.1fs",
+                 e.epoch, e.epochs, e.train["loss"], views, grad, e.val["loss"], e.val["top1"], e.val["top5"],
                  " (best)" if e.is_best else "", e.lr, e.row["seconds"])
 
     saver = CheckpointSaver(inputs.save_dir, metric="val_top1", mode="max", save_freq=settings.save_freq,

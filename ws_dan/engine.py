@@ -23,7 +23,7 @@ from .attention import attention_crop, attention_drop, random_theta, sample_atte
 from .data import Batch, SkipLog
 from .distributed import all_reduce_sum
 from .losses import apply_center_update, center_loss, center_update_sums
-from .optim import clip_gradients_
+from .optim import ClipStats, clip_gradients_
 
 TOPK = (1, 3, 5)
 
@@ -47,9 +47,9 @@ class StepConfig:
     attention_views  train on the attention crop and drop views too; False: the raw view only (cross-entropy
                    and center loss). The maps are random at the start, so their crops and drops are noise
                    until the attention has learned something; train.py turns them on at --views-start-epoch
-    clip_grad      gradient clipping before each optimizer step (0: none): the global norm's cap, or lambda of
-                   adaptive clipping (ws_dan.optim.adaptive_clip_grad_), by ``clip_mode`` ("norm" / "agc");
-                   off in train.py's recipes (clipping the norm at 1 rescues lr 0.05 but slows lr 0.01)
+    clip_grad      gradient clipping before each optimizer step (0: none), by ``clip_mode``: the global norm's
+                   cap ("norm"), the cap on the norm of lr x gradient ("step"), or lambda of adaptive clipping
+                   ("agc"); ws_dan.optim.clip_gradients_. The norm is measured (and logged) in every case
     diverge_factor  stop with TrainingDiverged when a step's loss is non-finite or exceeds this many times
                    max(first loss, ln K) (K classes: the loss of a uniform guess); 0 disables the check
     """
@@ -86,6 +86,7 @@ class TrainingDiverged(RuntimeError):
 class StepResult(NamedTuple):
     loss: torch.Tensor  # scalar, detached
     logits: dict[str, torch.Tensor]  # view name ("raw", "crop", "drop") -> (B, K) logits, detached
+    grad: Optional[ClipStats] = None  # the optimizer step's gradient norm and clipping; None between steps
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -103,28 +104,28 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
 
 
 def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
-              cfg: StepConfig, step_now: bool = True) -> None:
+              cfg: StepConfig, step_now: bool = True) -> Optional[ClipStats]:
     """Backward, and an optimizer step when ``step_now``: with ``cfg.accum_steps`` > 1 the gradients of that many
     micro-batches add up (each loss divided by ``accum_steps``) before one step, as one large batch would give.
-    The gradients are clipped (``cfg.clip_grad``) just before the step, on their true scale: the GradScaler's
-    factor is removed first. The GradScaler guards fp16 gradients."""
+    Just before the step the gradients are measured and clipped (``cfg.clip_grad``, ``cfg.clip_mode``) on their
+    true scale: the GradScaler's factor is removed first (``unscale_``, which ``scaler.step`` then skips). The
+    GradScaler guards fp16 gradients. Returns the step's gradient statistics, None between steps."""
     if cfg.accum_steps > 1:
         loss = loss / cfg.accum_steps
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(loss).backward()
-        if step_now:
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                clip_gradients_(optimizer, cfg.clip_mode, cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
+    amp = scaler is not None and scaler.is_enabled()
+    (scaler.scale(loss) if amp else loss).backward()
+    if not step_now:
+        return None
+    if amp:
+        scaler.unscale_(optimizer)
+    stats = clip_gradients_(optimizer, cfg.clip_mode, cfg.clip_grad)
+    if amp:
+        scaler.step(optimizer)  # skipped when the gradients hold inf / NaN (the norm is then non-finite too)
+        scaler.update()
     else:
-        loss.backward()
-        if step_now:
-            clip_gradients_(optimizer, cfg.clip_mode, cfg.clip_grad)
-            optimizer.step()
-    if step_now:
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stats
 
 
 def train_step(
@@ -170,14 +171,14 @@ def train_step(
             loss = loss + cfg.cal_weight * ce(effect, torch.cat([targets, aug_targets]))
 
     # 4. One backward and one optimizer step for the sum.
-    _optimize(loss, optimizer, scaler, cfg, step_now)
+    grad = _optimize(loss, optimizer, scaler, cfg, step_now)
 
     # 5. Centers move toward this batch's features: c_y <- c_y + beta * mean(f - c_y). Under DDP the per-class
     #    sums and counts are added over all processes first, so every replica makes the same update.
     delta, counts = center_update_sums(net.feature_centers, raw.features.detach().float(), targets)
     apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
     crop_logits, drop_logits = aug.logits.detach().chunk(2)
-    return StepResult(loss.detach(), {"raw": raw.logits.detach(), "crop": crop_logits, "drop": drop_logits})
+    return StepResult(loss.detach(), {"raw": raw.logits.detach(), "crop": crop_logits, "drop": drop_logits}, grad)
 
 
 def _raw_only_step(model: nn.Module, raw, loss_center: torch.Tensor, targets: torch.Tensor,
@@ -189,10 +190,10 @@ def _raw_only_step(model: nn.Module, raw, loss_center: torch.Tensor, targets: to
     loss = cfg.cross_entropy(raw.logits, targets) + cfg.center_weight * loss_center
     if cfg.cal:
         loss = loss + cfg.cal_weight * cfg.cross_entropy(raw.effect_logits, targets)
-    _optimize(loss, optimizer, scaler, cfg, step_now)
+    grad = _optimize(loss, optimizer, scaler, cfg, step_now)
     delta, counts = center_update_sums(net.feature_centers, raw.features.detach().float(), targets)
     apply_center_update(net.feature_centers, all_reduce_sum(delta), all_reduce_sum(counts), cfg.beta)
-    return StepResult(loss.detach(), {"raw": raw.logits.detach()})
+    return StepResult(loss.detach(), {"raw": raw.logits.detach()}, grad)
 
 
 def baseline_step(
@@ -209,8 +210,8 @@ def baseline_step(
     with autocast(images.device, amp_dtype):
         logits = model(images).logits
         loss = cfg.cross_entropy(logits, targets)
-    _optimize(loss, optimizer, scaler, cfg, step_now)
-    return StepResult(loss.detach(), {"raw": logits.detach()})
+    grad = _optimize(loss, optimizer, scaler, cfg, step_now)
+    return StepResult(loss.detach(), {"raw": logits.detach()}, grad)
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
@@ -222,7 +223,8 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] 
 
 
 class _Meter:
-    """Sums of loss and top-k hits kept on the device, so the loop does not synchronise every step."""
+    """Sums of loss and top-k hits kept on the device, so the loop does not synchronise every step; in training
+    also the optimizer steps' gradient norms (mean and largest, before clipping) and how many were clipped."""
 
     def __init__(self, names: Iterable[str], device: torch.device):
         self.names = list(names)
@@ -230,32 +232,53 @@ class _Meter:
         self.hits = {n: torch.zeros(len(TOPK), device=device) for n in self.names}
         self.seen = {n: 0 for n in self.names}  # images per view: WS-DAN's crop/drop views may not run yet
         self.count = 0
+        # finite norms' sum, their count (fp16 AMP's overflowing steps are skipped), steps clipped
+        self.grad = torch.zeros(3, device=device)
+        self.grad_max = torch.zeros((), device=device)
+        self.steps = 0
 
-    def update(self, loss: torch.Tensor, logits: dict[str, torch.Tensor], targets: torch.Tensor) -> None:
+    def update(self, loss: torch.Tensor, logits: dict[str, torch.Tensor], targets: torch.Tensor,
+               grad: Optional[ClipStats] = None) -> None:
         n = targets.shape[0]
         self.loss += loss.float() * n
         for name, value in logits.items():
             self.hits[name] += topk_correct(value.float(), targets)
             self.seen[name] += n
         self.count += n
+        if grad is not None:
+            norm = grad.norm.float().to(self.grad.device)
+            finite = torch.isfinite(norm)
+            norm = torch.where(finite, norm, torch.zeros_like(norm))
+            self.grad += torch.stack([norm, finite.float(), grad.clipped.float().to(self.grad.device)])
+            self.grad_max = torch.maximum(self.grad_max, norm)
+            self.steps += 1
 
     def result(self, prefix: str = "", reduce: bool = True) -> dict[str, float]:
         """Means over every image seen, by all processes together under DDP (sums reduced first; ``reduce=False``
-        for this process alone, e.g. for rank 0's progress bar: a collective call must not depend on the rank)."""
-        counts = [float(self.seen[n]) for n in self.names] + [float(self.count)]
-        sums = torch.cat([self.loss.view(1), *self.hits.values(), torch.tensor(counts, device=self.loss.device)])
+        for this process alone, e.g. for rank 0's progress bar: a collective call must not depend on the rank).
+        With optimizer steps seen: ``grad_norm`` (mean), ``grad_norm_max`` and ``clipped`` (% of steps); under
+        DDP every process steps with the same all-reduced gradients, so their means are the same."""
+        counts = [float(self.seen[n]) for n in self.names] + [float(self.steps), float(self.count)]
+        sums = torch.cat([self.loss.view(1), *self.hits.values(), self.grad,
+                          torch.tensor(counts, device=self.loss.device)])
         if reduce:
             sums = all_reduce_sum(sums.clone())
         k = len(self.names)
         total = int(sums[-1].item())
-        seen = sums[-1 - k:-1].tolist()
-        values = sums[:-1 - k].tolist()
+        steps = sums[-2].item()
+        seen = sums[-2 - k:-2].tolist()
+        values = sums[:-2 - k].tolist()
         out = {f"{prefix}loss": values[0] / total if total else math.nan}
         for i, name in enumerate(self.names):
             hits = values[1 + i * len(TOPK): 1 + (i + 1) * len(TOPK)]
             for kk, v in zip(TOPK, hits):  # NaN for a view that did not run (e.g. before --views-start-epoch)
                 out[f"{prefix}{name + '_' if name else ''}top{kk}"] = v / seen[i] * 100 if seen[i] else math.nan
         out[f"{prefix}images"] = total
+        if steps:
+            norm_sum, finite, clipped = values[-3:]
+            out[f"{prefix}grad_norm"] = norm_sum / finite if finite else math.nan
+            out[f"{prefix}grad_norm_max"] = float(self.grad_max)  # this process's: the same on every one
+            out[f"{prefix}clipped"] = clipped / steps * 100
         return out
 
 
@@ -335,7 +358,7 @@ def train_one_epoch(
         sync = contextlib.nullcontext() if step_now or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             result = step_fn(model, images, targets, optimizer, cfg, scaler, amp_dtype, step_now)
-        meter.update(result.loss, result.logits, targets)
+        meter.update(result.loss, result.logits, targets, result.grad)
         guard.update(result.loss, result.logits["raw"].shape[1], step)
         if progress and step % refresh_every == 0:
             r = meter.result(reduce=False)

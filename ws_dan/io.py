@@ -63,7 +63,9 @@ def write_json(path: PathLike, obj: Any) -> None:
 
 
 def write_csv(path: PathLike, rows: Sequence[dict], fieldnames: Optional[Sequence[str]] = None) -> None:
-    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
+    """Rows as CSV, atomically. The columns: ``fieldnames``, or every key of the rows in order of first appearance
+    (a resumed run's old rows may lack a column that later versions write; their cells stay empty)."""
+    fieldnames = list(fieldnames or dict.fromkeys(k for row in rows for k in row))
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fieldnames)
         writer.writeheader()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch.optim import Optimizer
@@ -202,7 +202,15 @@ def balanced_class_weights(targets: Iterable[int], num_classes: int) -> torch.Te
     return torch.tensor(weights, dtype=torch.float32)
 
 
-CLIP_MODES = ("norm", "agc")
+CLIP_MODES = ("norm", "agc", "step")
+
+
+class ClipStats(NamedTuple):
+    """What one optimizer step's gradients looked like, as 0-dim tensors on their device (reading them is a
+    synchronisation, so the training loop sums them and reads once per epoch)."""
+
+    norm: torch.Tensor  # the global L2 norm of all gradients, before clipping
+    clipped: torch.Tensor  # 1.0 if the clipping changed them, else 0.0
 
 
 def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
@@ -214,14 +222,16 @@ def unitwise_norm(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, eps: float = 1e-3) -> None:
+def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, eps: float = 1e-3) -> torch.Tensor:
     """Adaptive gradient clipping (Brock et al., "High-Performance Large-Scale Image Recognition Without
     Normalization", ICML 2021, eq. 3), in place, unit by unit:
 
         G_i <- lambda * max(||W_i||, eps) / ||G_i|| * G_i    if ||G_i|| / max(||W_i||, eps) > lambda
 
     so no step changes a unit's weights by more than about lr x lambda of their norm, whatever the learning rate:
-    large steps cannot wipe out the pretrained features, while small gradients pass untouched."""
+    large steps cannot wipe out the pretrained features, while small gradients pass untouched. Returns 1.0 (a
+    0-dim tensor) if any unit was clipped, else 0.0."""
+    clipped = None
     for p in parameters:
         if p.grad is None:
             continue
@@ -230,17 +240,58 @@ def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, 
         max_norm = w_norm * clip_factor
         scale = (max_norm / g_norm.clamp_min(1e-6)).clamp(max=1.0)
         p.grad.mul_(scale)
+        hit = (scale < 1.0).any().float()
+        clipped = hit if clipped is None else torch.maximum(clipped, hit.to(clipped.device))
+    return clipped if clipped is not None else torch.zeros(())
 
 
-def clip_gradients_(optimizer: Optimizer, mode: str, value: float) -> None:
-    """Clip the gradients of every parameter ``optimizer`` updates: ``norm``, the global L2 norm to ``value``
-    (torch's clip_grad_norm_); ``agc``, adaptive clipping with ``value`` as lambda. ``value`` 0: nothing."""
-    if value <= 0:
-        return
+def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together (torch.nn.utils.get_total_norm, which torch < 2.6 lacks)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
+
+
+def _scale_to_(params: list[torch.Tensor], cap: float, size: torch.Tensor) -> None:
+    """Multiply every gradient by min(1, cap / size), without a synchronisation (clip_grad_norm_'s rule)."""
+    coef = (cap / (size + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(coef.to(p.grad.device, p.grad.dtype))
+
+
+@torch.no_grad()
+def step_norm(optimizer: Optimizer) -> torch.Tensor:
+    """||(lr_g * G_g)_g||: the global L2 norm of the step plain SGD takes from these gradients, every parameter
+    group at its own rate (``group["lr"]`` as the scheduler set it; a warm-up's factor is applied later, inside
+    ``optimizer.step()``, so during warm-up this is the full-rate step)."""
+    norms = [group["lr"] * _global_norm([p.grad for p in group["params"] if p.grad is not None])
+             for group in optimizer.param_groups if any(p.grad is not None for p in group["params"])]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+@torch.no_grad()
+def clip_gradients_(optimizer: Optimizer, mode: str, value: float) -> ClipStats:
+    """Clip the gradients of every parameter ``optimizer`` updates, in place, and say what they were.
+
+    ``norm``: the global L2 norm to ``value`` (as torch's clip_grad_norm_). ``agc``: adaptive clipping with ``value``
+    as lambda. ``step``: the norm of the SGD step lr x G to ``value``, i.e. G <- G * min(1, value / ||lr x G||)
+    (the update-clipping idea of Adafactor, Shazeer & Stern 2018, on the global step; momentum still adds up
+    steps). Unlike a cap on ||G||, it does not depend on the learning rate: a cap on the gradient's norm that
+    leaves lr 0.01 alone lets lr 0.05 take 5x larger steps, while this cap takes the same largest step at any
+    rate, and a step below it is never touched. ``value`` 0: nothing is clipped. The gradients' global norm is
+    measured in every mode (for the training log)."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if mode == "norm":
-        torch.nn.utils.clip_grad_norm_(params, value)
-    elif mode == "agc":
-        adaptive_clip_grad_(params, value)
-    else:
+    if not params:
+        return ClipStats(torch.zeros(()), torch.zeros(()))
+    if mode not in CLIP_MODES:
         raise ValueError(f"clip mode: expected one of {CLIP_MODES}, got {mode!r}")
+    norm = _global_norm([p.grad for p in params])
+    clipped = torch.zeros((), device=norm.device)
+    if value > 0 and mode == "norm":
+        _scale_to_(params, value, norm)
+        clipped = (norm > value).float()
+    elif value > 0 and mode == "step":
+        size = step_norm(optimizer)
+        _scale_to_(params, value, size)
+        clipped = (size > value).float()
+    elif value > 0 and mode == "agc":
+        clipped = adaptive_clip_grad_(params, value).to(norm.device)
+    return ClipStats(norm, clipped)
