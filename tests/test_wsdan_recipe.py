@@ -256,8 +256,8 @@ def test_huge_learning_rate_stops_with_one_line(tiny_data, tmp_path, capsys):
     err = lines[-1]
     assert [line for line in lines if "error" in line or "Traceback" in line] == [err]
     assert err.startswith("error: training diverged at epoch 1, step ")
-    assert ("with --lr 1e+06 (new layers x1, warm-up 0 epochs, gradient clipping off); try a 3-10x smaller --lr"
-            in err) and "--clip-grad 1" in err
+    assert ("with --lr 1e+06 (new layers x1, warm-up 0 epochs, gradient clipping step 0.15); try a 3-10x smaller "
+            "--lr" in err) and "--clip-mode step --clip-grad 0.05" in err
     assert not (tmp_path / "run" / "last.pt").exists()  # nothing from the diverged epoch is saved
 
 
@@ -275,9 +275,9 @@ def test_recipe_flags_reach_the_model_the_optimizer_and_the_metrics(tiny_data, t
     assert math.isfinite(float(rows[1]["train_crop_top1"])) and math.isfinite(float(rows[0]["train_raw_top1"]))
     args = json.loads((save / "args.json").read_text())
     assert (args["head_lr_scale"], args["warmup_epochs"], args["views_start_epoch"]) == (0.5, 0.5, 2)
-    for row in rows:  # every epoch's gradient norms (no clipping asked: nothing clipped)
+    for row in rows:  # every epoch's gradient norms and the share of steps the default step cap clipped
         assert 0 < float(row["train_grad_norm"]) <= float(row["train_grad_norm_max"]) < math.inf
-        assert float(row["train_clipped"]) == 0.0
+        assert 0.0 <= float(row["train_clipped"]) <= 100.0
     assert "grad norm" in (save / "train.log").read_text()
     # resuming keeps the two groups and continues
     row = run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "3", *TINY_TRAIN, "--lr", "0.01",
@@ -302,6 +302,7 @@ def test_defaults_are_the_recipe_for_wsdan_and_a_plain_fine_tune_for_the_baselin
     run_script("train", ["--dd", str(tiny_data), "--sd", str(save), "-e", "1", *tiny])
     args = json.loads((save / "args.json").read_text())
     assert (args["lr"], args["logit_scale"], args["views_start_epoch"]) == (0.01, 25.0, 2)
+    assert (args["clip_grad"], args["clip_mode"]) == (0.15, "step")
     assert load_checkpoint(save / "last.pt")["config"]["logit_scale"] == 25.0
     assert math.isnan(float(_rows(save / "metrics.csv")[0]["train_crop_top1"]))  # epoch 1: raw view only
 
@@ -330,8 +331,16 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
                                        logit_scale=25.0, clip_grad=2.0, clip_mode="norm")
-    # A new run gets the recipe's clipping (off); the resumed one kept its own (2).
-    assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config).clip_grad == 0.0
+    # A new run gets the recipe's clipping (the step cap); the resumed one kept its own (norm 2).
+    new = recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config)
+    assert (new.clip_grad, new.clip_mode) == (0.15, "step")
+    # --clip-grad alone clips the norm (as in timm); a mode without its cap is refused unless it is the default's.
+    fresh = dataclasses.replace(settings, ckpt=None, clip_grad=1.0)
+    assert (recipe.resolve_recipe(fresh, config).clip_mode, recipe.resolve_recipe(fresh, config).clip_grad) == (
+        "norm", 1.0)
+    assert recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None, clip_mode="step"), config).clip_grad == 0.15
+    with pytest.raises(recipe.TrainSetupError, match="--clip-mode agc: give its cap with --clip-grad"):
+        recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None, clip_mode="agc"), config)
     loaders = recipe.build_loaders(used, recipe.build_datasets(used, config, inputs), inputs, DistInfo())
     optim = recipe.build_optimization(used, model, config, inputs, loaders)
     assert (optim.step.clip_grad, optim.step.clip_mode) == (2.0, "norm")  # reaches the training step
