@@ -63,8 +63,9 @@ DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_att
 #: "step"), not on the gradient: WS-DAN's gradient norm is 6-12 at lr 0.01 and 6-21 at lr 0.05 (measured on
 #: cars_dev), so lr 0.05 collapses through 5x larger steps, not rare spikes; a cap on ||G|| that spares lr 0.01
 #: spares lr 0.05 too, and one that tames lr 0.05 (norm 1) slowed lr 0.01 (86.0% vs 96.0% at 224 px / 8 epochs).
-#: The step cap is idle at lr 0.01 (it acts above a gradient norm of 15) and holds lr 0.05 to lr ~0.012's steps
-#: (docs/issue15/RESULTS.md, session 4).
+#: The step cap acts at lr 0.01 only above a gradient norm of 15 (8% of epoch 1's steps, none later, seed 0) and
+#: holds lr 0.05 to steps of 0.15 until the cosine schedule lowers it: 95.5% at lr 0.05 (224 px / 8 epochs, seed 0)
+#: where the uncapped recipe collapsed (docs/issue15/RESULTS.md, session 4).
 #: The baseline's lr is 0.01, its best on cars_dev at 224 px / 8 epochs (96.0 / 93.0% over 2 seeds; 0.003: 91.0%,
 #: 0.03: collapsed to 17.0%); its old default, 0.001, was not measured there.
 WSDAN_RECIPE = dict(lr=0.01, logit_scale=25.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=2,
