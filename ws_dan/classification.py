@@ -698,11 +698,15 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
     return trainer
 
 
+def _clipping(settings: TrainSettings) -> str:
+    """The clipping in words for the log and messages: "step 0.15", "norm 1" or "off"."""
+    return f"{settings.clip_mode} {settings.clip_grad:g}" if settings.clip_grad else "off"
+
+
 def diverged_message(error: Exception, settings: TrainSettings, config: ModelConfig) -> str:
     """The one line for a diverged run: where, the learning rates, and what to try."""
     return (f"{error} with --lr {settings.lr:g} (new layers x{settings.head_lr_scale or 1.0:g}, warm-up "
-            f"{settings.warmup_epochs or 0.0:g} epochs, gradient clipping "
-            f"{f'{settings.clip_mode} {settings.clip_grad:g}' if settings.clip_grad else 'off'}); "
+            f"{settings.warmup_epochs or 0.0:g} epochs, gradient clipping {_clipping(settings)}); "
             "try a 3-10x smaller --lr, --warmup-epochs 1, --clip-mode step --clip-grad 0.05"
             + (", or a smaller --head-lr-scale or --logit-scale" if config.method == "wsdan" else ""))
 
@@ -731,7 +735,7 @@ def log_run(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, dat
              f" | {info.world_size} processes, batch {inputs.batch_size} each" if info.enabled else "")
     wsdan = (f", logit scale {config.logit_scale:g}, crop and drop views from epoch {settings.views_start_epoch or 1}"
              if config.method == "wsdan" else "")
-    clip = f"{settings.clip_mode} {settings.clip_grad:g}" if settings.clip_grad else "off"
+    clip = _clipping(settings)
     log.info("recipe: lr %g (new layers x%g), warm-up %g epoch(s), gradient clipping %s%s, divergence guard %s",
              settings.lr, settings.head_lr_scale or 1.0, settings.warmup_epochs or 0.0, clip, wsdan,
              f"x{settings.diverge_factor:g}" if settings.diverge_factor else "off")

@@ -202,7 +202,7 @@ def balanced_class_weights(targets: Iterable[int], num_classes: int) -> torch.Te
     return torch.tensor(weights, dtype=torch.float32)
 
 
-CLIP_MODES = ("norm", "agc", "step")
+CLIP_MODES = ("norm", "step", "agc")
 
 
 class ClipStats(NamedTuple):
@@ -231,7 +231,7 @@ def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, 
     so no step changes a unit's weights by more than about lr x lambda of their norm, whatever the learning rate:
     large steps cannot wipe out the pretrained features, while small gradients pass untouched. Returns 1.0 (a
     0-dim tensor) if any unit was clipped, else 0.0."""
-    clipped = None
+    hits = []
     for p in parameters:
         if p.grad is None:
             continue
@@ -240,14 +240,13 @@ def adaptive_clip_grad_(parameters: Iterable[torch.Tensor], clip_factor: float, 
         max_norm = w_norm * clip_factor
         scale = (max_norm / g_norm.clamp_min(1e-6)).clamp(max=1.0)
         p.grad.mul_(scale)
-        hit = (scale < 1.0).any().float()
-        clipped = hit if clipped is None else torch.maximum(clipped, hit.to(clipped.device))
-    return clipped if clipped is not None else torch.zeros(())
+        hits.append((scale < 1.0).any().to(w_norm.device))
+    return torch.stack(hits).any().float() if hits else torch.zeros(())
 
 
 def _global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all ``tensors`` together (torch.nn.utils.get_total_norm, which torch < 2.6 lacks)."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach().float()) for t in tensors]))
+    """The L2 norm of all ``tensors`` together, in float32 (torch.nn.utils.get_total_norm, which torch < 2.6 lacks)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]))
 
 
 def _scale_to_(params: list[torch.Tensor], cap: float, size: torch.Tensor) -> None:
@@ -258,38 +257,33 @@ def _scale_to_(params: list[torch.Tensor], cap: float, size: torch.Tensor) -> No
 
 
 @torch.no_grad()
-def step_norm(optimizer: Optimizer) -> torch.Tensor:
-    """||(lr_g * G_g)_g||: the global L2 norm of the step plain SGD takes from these gradients, every parameter
-    group at its own rate (``group["lr"]`` as the scheduler set it; a warm-up's factor is applied later, inside
-    ``optimizer.step()``, so during warm-up this is the full-rate step)."""
-    norms = [group["lr"] * _global_norm([p.grad for p in group["params"] if p.grad is not None])
-             for group in optimizer.param_groups if any(p.grad is not None for p in group["params"])]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-
-
-@torch.no_grad()
 def clip_gradients_(optimizer: Optimizer, mode: str, value: float) -> ClipStats:
     """Clip the gradients of every parameter ``optimizer`` updates, in place, and say what they were.
 
     ``norm``: the global L2 norm to ``value`` (as torch's clip_grad_norm_). ``agc``: adaptive clipping with ``value``
-    as lambda. ``step``: the norm of the SGD step lr x G to ``value``, i.e. G <- G * min(1, value / ||lr x G||)
-    (the update-clipping idea of Adafactor, Shazeer & Stern 2018, on the global step; momentum still adds up
-    steps). Unlike a cap on ||G||, it does not depend on the learning rate: a cap on the gradient's norm that
-    leaves lr 0.01 alone lets lr 0.05 take 5x larger steps, while this cap takes the same largest step at any
-    rate, and a step below it is never touched. ``value`` 0: nothing is clipped. The gradients' global norm is
-    measured in every mode (for the training log)."""
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not params:
-        return ClipStats(torch.zeros(()), torch.zeros(()))
+    as lambda. ``step``: the norm of the SGD step lr x G to ``value``, i.e. G <- G * min(1, value / ||(lr_g G_g)_g||),
+    every parameter group at its own rate (``group["lr"]`` as the scheduler set it; a warm-up's factor is applied
+    later, inside ``optimizer.step()``, so during warm-up this is the full-rate step). It is the update-clipping
+    idea of Adafactor (Shazeer & Stern 2018) on the global step; momentum still adds up steps. Unlike a cap on
+    ||G||, it does not depend on the learning rate: a cap on the gradient's norm that leaves lr 0.01 alone lets
+    lr 0.05 take 5x larger steps, while this cap takes the same largest step at any rate, and a step below it is
+    never touched. ``value`` 0: nothing is clipped. The gradients' global norm is measured in every mode (for the
+    training log), from the same per-group norms the step's size is made of."""
     if mode not in CLIP_MODES:
         raise ValueError(f"clip mode: expected one of {CLIP_MODES}, got {mode!r}")
-    norm = _global_norm([p.grad for p in params])
+    groups = [(g["lr"], [p for p in g["params"] if p.grad is not None]) for g in optimizer.param_groups]
+    groups = [(lr, ps) for lr, ps in groups if ps]
+    if not groups:
+        return ClipStats(torch.zeros(()), torch.zeros(()))
+    params = [p for _, ps in groups for p in ps]
+    group_norms = torch.stack([_global_norm([p.grad for p in ps]) for _, ps in groups])
+    norm = torch.linalg.vector_norm(group_norms)
     clipped = torch.zeros((), device=norm.device)
     if value > 0 and mode == "norm":
         _scale_to_(params, value, norm)
         clipped = (norm > value).float()
     elif value > 0 and mode == "step":
-        size = step_norm(optimizer)
+        size = torch.linalg.vector_norm(group_norms * group_norms.new_tensor([lr for lr, _ in groups]))
         _scale_to_(params, value, size)
         clipped = (size > value).float()
     elif value > 0 and mode == "agc":
