@@ -19,6 +19,13 @@ learning rate). "Best" is chosen by the mean *final* test top-1 over the seeds: 
 validation split, so the choice is optimistic, for every method alike. A run that diverges (train.py's
 divergence guard) counts as failed at that learning rate.
 
+With ``--paired`` each run at its method's best learning rate is also evaluated photo by photo (its last.pt on
+the test photos, as predict.py would): per_photo.csv (each photo's label and how many runs of each method got it
+wrong) and a paired section in table.md: for each method against the first, seed by seed, the photos only one of
+the two runs got right and the exact McNemar p-value, and over all seeds a sign test across photos. On a small test
+set this separates a real difference from seed noise far better than two means and their spreads, and the photos
+every run gets wrong (often mislabelled) show how much any method can still gain.
+
 Methods: ``baseline`` (backbone + global pooling + linear), ``wsdan`` (train.py's WS-DAN defaults),
 ``wsdan+cal``; more with ``--define NAME="train.py flags"``. Datasets: ``--data-dir`` (train/ and test/ class
 folders, used as they are), ``--dataset sample`` (the built-in synthetic set, random initialisation, with the
@@ -84,6 +91,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the train.py commands, run nothing")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: tabulate the finished (and diverged) runs among those asked for")
+    p.add_argument("--paired", action="store_true",
+                   help="also evaluate each best-rate run's last.pt photo by photo: per_photo.csv and a paired "
+                        "test (exact McNemar per seed, a sign test over seeds) against the first method")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py flags, passed to every run")
     return p
 
@@ -265,6 +275,83 @@ def summarize(results: list[dict], methods: list[str], select_seeds: Optional[li
     return best, lines
 
 
+def photo_predictions(ckpt: Path, test_dir: Path, device: str = "auto", workers: int = 0,
+                      batch_size: int = 32) -> dict[str, tuple[str, str]]:
+    """``{photo path relative to test_dir: (label, predicted class)}`` for every readable photo of the
+    ``test_dir/<class>/`` folders, by the checkpoint's inference (WS-DAN: raw + attention crop, averaged), with
+    the evaluation transform train.py validates with: the same numbers as the run's last validation."""
+    from ws_dan.checkpoint import model_from_checkpoint
+    from ws_dan.data import ImageDataset, build_transform, class_folder_samples, make_loader
+    from ws_dan.engine import predict
+    from ws_dan.utils import resolve_device
+
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt, dev)
+    cfg = model.config
+    found = class_folder_samples(test_dir, class_names=cfg.class_names, allow_empty_classes=True)
+    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, False, interpolation=cfg.resize_interpolation)
+    dataset = ImageDataset(found.samples, transform)
+    result = predict(model, make_loader(dataset, batch_size, workers, train=False), dev, progress=False)
+    names = cfg.class_names
+    return {Path(dataset.samples[i][0]).relative_to(test_dir).as_posix(): (names[t], names[p])
+            for i, t, p in zip(result.indices, result.targets, result.probabilities.argmax(axis=1))}
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: with no difference between two classifiers, each photo that exactly one
+    of them gets right is equally likely to be either's, so ``only_a ~ Binomial(only_a + only_b, 1/2)``."""
+    from scipy.stats import binomtest
+
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+
+
+def paired_report(photos: dict[tuple[str, int], dict[str, tuple[str, str]]], methods: list[str]
+                  ) -> tuple[list[dict], list[str]]:
+    """Per-photo rows and the paired section of table.md from ``photos[(method, seed)] = {photo: (label,
+    predicted)}`` (the runs at each method's best rate). Each method is compared with ``methods[0]`` on the
+    photos both evaluated: seed by seed (McNemar), and over all seeds by a sign test across photos (a photo
+    counts for a method when it is right in a larger fraction of that method's runs: photos are the independent
+    units; the runs of one photo are not)."""
+    runs = {m: sorted(s for mm, s in photos if mm == m) for m in methods}
+    names = sorted(set.intersection(*(set(v) for v in photos.values()))) if photos else []
+    right = {key: {n: pred[n][0] == pred[n][1] for n in names} for key, pred in photos.items()}
+    rows = []
+    for n in names:
+        label = next(iter(photos.values()))[n][0]
+        row = {"image": n, "label": label}
+        for m in methods:
+            wrong = [photos[(m, s)][n][1] for s in runs[m] if not right[(m, s)][n]]
+            row[f"{m}_wrong"] = f"{len(wrong)}/{len(runs[m])}"
+            row[f"{m}_predicted"] = max(set(wrong), key=wrong.count) if wrong else ""
+        rows.append(row)
+    total = sum(len(v) for v in runs.values())
+    rows.sort(key=lambda r: (-sum(int(r[f"{m}_wrong"].split("/")[0]) for m in methods), r["image"]))
+    every = [r for r in rows if all(r[f"{m}_wrong"].split("/")[0] == r[f"{m}_wrong"].split("/")[1] for m in methods)]
+    lines = [f"Paired, photo by photo (`--paired`: each run's last.pt at its method's best lr on the same {len(names)} "
+             f"test photos; per_photo.csv). Photos wrong in all {total} runs: {len(every)}"
+             + (" (" + ", ".join(r["image"] for r in every[:8]) + (", ..." if len(every) > 8 else "") + ")"
+                if every else "") + ".", "",
+             "| method vs " + methods[0] + " | seeds | photos only the method gets right | only " + methods[0]
+             + " | exact p (two-sided) |", "|---|---|---|---|---|"]
+    ref = methods[0]
+    for m in methods[1:]:
+        for s in runs[m]:
+            if s not in runs[ref]:
+                continue
+            a = sum(right[(m, s)][n] and not right[(ref, s)][n] for n in names)
+            b = sum(right[(ref, s)][n] and not right[(m, s)][n] for n in names)
+            lines.append(f"| {m} | {s} | {a} | {b} | {mcnemar_exact(a, b):.3g} |")
+        if len(runs[m]) > 1 or len(runs[ref]) > 1:
+            def frac(key_method: str, n: str) -> float:
+                return statistics.mean(right[(key_method, s)][n] for s in runs[key_method])
+            a = sum(frac(m, n) > frac(ref, n) for n in names)
+            b = sum(frac(ref, n) > frac(m, n) for n in names)
+            lines.append(f"| {m} | all ({len(runs[m])} vs {len(runs[ref])} runs; sign test over photos) | {a} | {b} | "
+                         f"{mcnemar_exact(a, b):.3g} |")
+    return rows, lines
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     from ws_dan.io import write_csv, write_json
     from ws_dan.plots import plot_method_curves
@@ -423,6 +510,20 @@ def main(args: argparse.Namespace) -> list[dict]:
         curves[f"{method} (lr {b['lr']:g})"] = (list(range(1, length + 1)), [statistics.mean(v) for v in per_epoch],
                                                 [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch])
     lines += ["", "Every learning rate (times are wall-clock on a shared machine: noisy):", "", *lr_lines]
+    if args.paired:
+        photos = {}
+        for method in args.methods:
+            for r in best.get(method, {}).get("runs", []):
+                run_dir = out / method / _lr_label(r["lr"]) / f"seed{r['seed']}"
+                photos[(method, r["seed"])] = pred = photo_predictions(run_dir / "last.pt", data / "test", args.device,
+                                                                       args.workers)
+                top1 = 100 * statistics.mean(label == got for label, got in pred.values())
+                print(f"== {method} lr {r['lr']:g} seed {r['seed']}: {top1:.2f}% photo by photo "
+                      f"(metrics.csv: {r['test_top1']:.2f}%)", flush=True)
+        if photos:
+            rows, paired_lines = paired_report(photos, [m for m in args.methods if any(k[0] == m for k in photos)])
+            write_csv(out / "per_photo.csv", rows)
+            lines += ["", *paired_lines]
     table = "\n".join(lines) + "\n"
     from ws_dan.io import atomic_write
 

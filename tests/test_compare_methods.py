@@ -56,6 +56,25 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
     printed = capsys.readouterr().out
     assert printed.count("done before, reusing") == 4 and printed.count("diverged before") == 2
     assert [r["status"] for r in _rows(out / "results.csv")] == ["ok"] * 4 + ["diverged"] * 2
+    # --paired: every best-rate run's last.pt photo by photo, the same numbers as its last validation.
+    capsys.readouterr()
+    run_script("compare_methods", [*argv, "--no-pretrained", "--report-only", "--paired"])
+    assert calls == []
+    printed = capsys.readouterr().out
+    photos = _rows(out / "per_photo.csv")
+    assert len(photos) == 12 and {p["label"] for p in photos} == {d.name for d in (tiny_data / "test").iterdir()}
+    for method in ("baseline", "wsdan"):
+        runs = [r for r in rows[:4] if r["method"] == method]
+        for r in runs:
+            assert (f"== {method} lr {float(r['lr']):g} seed {r['seed']}: {float(r['test_top1']):.2f}% photo by photo "
+                    f"(metrics.csv: {float(r['test_top1']):.2f}%)") in printed
+        wrong = sum(int(p[f"{method}_wrong"].split("/")[0]) for p in photos)
+        assert wrong == pytest.approx(sum(12 * (1 - float(r["test_top1"]) / 100) for r in runs))
+        assert all(p[f"{method}_wrong"].endswith("/2") for p in photos)
+    table = (out / "table.md").read_text()
+    assert "on the same 12 test photos" in table
+    assert "| wsdan | 0 |" in table and "| wsdan | 1 |" in table and "| wsdan | all (2 vs 2 runs" in table
+
     # --report-only tabulates what exists and trains nothing, even for runs never made (seed 2).
     capsys.readouterr()
     run_script("compare_methods", [*argv, "--no-pretrained", "--report-only", "--seeds", "0", "1", "2"])
@@ -90,6 +109,33 @@ def test_the_best_lr_is_chosen_on_the_sweep_seeds_only():
     assert mod.summarize(results, ["m"])[0]["m"]["lr"] == 0.3  # all seeds: 86 > mean(90, 80)
     best = mod.summarize(results, ["m"], select_seeds=[0])[0]["m"]  # the sweep's seed: 90 > 86
     assert (best["lr"], best["mean"], best["n"]) == (0.1, 85.0, 2)  # reported over every seed it ran
+
+
+def test_paired_report_counts_photos_and_tests_them_exactly():
+    mod = script("compare_methods")
+    # 4 photos; baseline seeds 0, 1 and wsdan seeds 0, 1. Photo "d" is wrong in every run.
+    truth = {"a": "x", "b": "x", "c": "y", "d": "y"}
+
+    def run(wrong):
+        return {n: (label, "z" if n in wrong else label) for n, label in truth.items()}
+
+    photos = {("baseline", 0): run({"a", "b", "d"}), ("baseline", 1): run({"a", "d"}),
+              ("wsdan", 0): run({"d"}), ("wsdan", 1): run({"c", "d"})}
+    rows, lines = mod.paired_report(photos, ["baseline", "wsdan"])
+    assert [r["image"] for r in rows] == ["d", "a", "b", "c"]  # most runs wrong first
+    assert rows[0] == {"image": "d", "label": "y", "baseline_wrong": "2/2", "baseline_predicted": "z",
+                       "wsdan_wrong": "2/2", "wsdan_predicted": "z"}
+    assert rows[3]["baseline_wrong"] == "0/2" and rows[3]["baseline_predicted"] == ""
+    assert "Photos wrong in all 4 runs: 1 (d)." in lines[0]
+    # seed 0: only wsdan right on a, b; only baseline on none -> p = 2 * (1/2)^2 = 0.5
+    assert "| wsdan | 0 | 2 | 0 | 0.5 |" in lines
+    # seed 1: wsdan right on a, baseline right on c -> 1 vs 1, p = 1
+    assert "| wsdan | 1 | 1 | 1 | 1 |" in lines
+    # over both seeds, per photo: a (wsdan 2/2 vs 0/2) and b (2/2 vs 1/2) favour wsdan, c (1/2 vs 2/2) the baseline
+    assert "| wsdan | all (2 vs 2 runs; sign test over photos) | 2 | 1 | 1 |" in lines
+    assert mod.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mod.mcnemar_exact(0, 0) == 1.0
+    assert mod.mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2 ** 12)
 
 
 def test_bad_input_gets_one_line(tmp_path, capsys):
