@@ -352,6 +352,25 @@ def paired_report(photos: dict[tuple[str, int], dict[str, tuple[str, str]]], met
     return rows, lines
 
 
+def hardest_sheet(rows: list[dict], test_dir: Path, path: Path, limit: int = 12) -> Optional[Path]:
+    """A contact sheet of the ``limit`` photos most runs got wrong (``paired_report``'s rows, hardest first): each
+    captioned with its label, how many of all the runs got it wrong and the first method's most common wrong answer
+    (per method: per_photo.csv). None when no run erred."""
+    from ws_dan.contact_sheet import contact_sheet
+
+    methods = [k[:-len("_wrong")] for k in rows[0] if k.endswith("_wrong")] if rows else []
+
+    def count(r: dict, i: int) -> int:
+        return sum(int(r[f"{m}_wrong"].split("/")[i]) for m in methods)
+
+    wrong = [r for r in rows if count(r, 0)][:limit]
+    tiles = [(test_dir / r["image"], [r["label"], f"wrong in {count(r, 0)} of {count(r, 1)} runs",
+                                      "-> " + next(r[f"{m}_predicted"] for m in methods if r[f"{m}_predicted"])])
+             for r in wrong]
+    return contact_sheet([tiles[i:i + 4] for i in range(0, len(tiles), 4)], path, thumb=160, caption_lines=3,
+                         chars=28)
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     from ws_dan.io import write_csv, write_json
     from ws_dan.plots import plot_method_curves
@@ -523,7 +542,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         if photos:
             rows, paired_lines = paired_report(photos, [m for m in args.methods if any(k[0] == m for k in photos)])
             write_csv(out / "per_photo.csv", rows)
-            lines += ["", *paired_lines]
+            hardest_sheet(rows, data / "test", out / "hardest.png")
+            lines += ["", *paired_lines, "", "The photos most runs got wrong, with their most common wrong answer: "
+                      "hardest.png (check them by eye: a photo no run gets right is often mislabelled)."]
     table = "\n".join(lines) + "\n"
     from ws_dan.io import atomic_write
 

@@ -74,6 +74,8 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
     table = (out / "table.md").read_text()
     assert "on the same 12 test photos" in table
     assert "| wsdan | 0 |" in table and "| wsdan | 1 |" in table and "| wsdan | all (2 vs 2 runs" in table
+    if any(not p[f"{m}_wrong"].startswith("0/") for p in photos for m in ("baseline", "wsdan")):
+        assert (out / "hardest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # --report-only tabulates what exists and trains nothing, even for runs never made (seed 2).
     capsys.readouterr()
@@ -111,7 +113,7 @@ def test_the_best_lr_is_chosen_on_the_sweep_seeds_only():
     assert (best["lr"], best["mean"], best["n"]) == (0.1, 85.0, 2)  # reported over every seed it ran
 
 
-def test_paired_report_counts_photos_and_tests_them_exactly():
+def test_paired_report_counts_photos_and_tests_them_exactly(tmp_path):
     mod = script("compare_methods")
     # 4 photos; baseline seeds 0, 1 and wsdan seeds 0, 1. Photo "d" is wrong in every run.
     truth = {"a": "x", "b": "x", "c": "y", "d": "y"}
@@ -133,6 +135,17 @@ def test_paired_report_counts_photos_and_tests_them_exactly():
     assert "| wsdan | 1 | 1 | 1 | 1 |" in lines
     # over both seeds, per photo: a (wsdan 2/2 vs 0/2) and b (2/2 vs 1/2) favour wsdan, c (1/2 vs 2/2) the baseline
     assert "| wsdan | all (2 vs 2 runs; sign test over photos) | 2 | 1 | 1 |" in lines
+    from PIL import Image
+
+    for name in truth:
+        Image.new("RGB", (40, 30), "red").save(tmp_path / f"{name}.png")
+    rows = [{**r, "image": f"{r['image']}.png"} for r in rows]
+    sheet = mod.hardest_sheet(rows, tmp_path, tmp_path / "hardest.png", limit=2)
+    with Image.open(sheet) as im:  # two tiles (d and a) in one row
+        assert im.width < 2 * (160 + 6) + 10 and im.height < 160 + 60
+    assert mod.hardest_sheet(rows[3:], tmp_path, tmp_path / "none.png") is not None  # c: wrong once
+    assert mod.hardest_sheet([{**rows[3], "baseline_wrong": "0/2", "wsdan_wrong": "0/2"}], tmp_path,
+                             tmp_path / "none.png") is None
     assert mod.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
     assert mod.mcnemar_exact(0, 0) == 1.0
     assert mod.mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2 ** 12)
