@@ -371,6 +371,29 @@ def hardest_sheet(rows: list[dict], test_dir: Path, path: Path, limit: int = 12)
                          chars=28)
 
 
+def paired_section(best: dict, methods: list[str], out: Path, test_dir: Path, device: str, workers: int
+                   ) -> list[str]:
+    """``--paired``: every run at each method's best rate (``summarize``'s ``best``) photo by photo; writes
+    per_photo.csv and hardest.png in ``out`` and returns the lines for table.md (none when no run finished)."""
+    from ws_dan.io import write_csv
+
+    photos = {}
+    for method in methods:
+        for r in best.get(method, {}).get("runs", []):
+            run_dir = out / method / _lr_label(r["lr"]) / f"seed{r['seed']}"
+            photos[(method, r["seed"])] = pred = photo_predictions(run_dir / "last.pt", test_dir, device, workers)
+            top1 = 100 * statistics.mean(label == got for label, got in pred.values())
+            print(f"== {method} lr {r['lr']:g} seed {r['seed']}: {top1:.2f}% photo by photo "
+                  f"(metrics.csv: {r['test_top1']:.2f}%)", flush=True)
+    if not photos:
+        return []
+    rows, lines = paired_report(photos, [m for m in methods if any(k[0] == m for k in photos)])
+    write_csv(out / "per_photo.csv", rows)
+    hardest_sheet(rows, test_dir, out / "hardest.png")
+    return ["", *lines, "", "The photos most runs got wrong, with their most common wrong answer: hardest.png (check "
+            "them by eye: a photo no run gets right is often mislabelled)."]
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     from ws_dan.io import write_csv, write_json
     from ws_dan.plots import plot_method_curves
@@ -530,21 +553,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                                                 [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch])
     lines += ["", "Every learning rate (times are wall-clock on a shared machine: noisy):", "", *lr_lines]
     if args.paired:
-        photos = {}
-        for method in args.methods:
-            for r in best.get(method, {}).get("runs", []):
-                run_dir = out / method / _lr_label(r["lr"]) / f"seed{r['seed']}"
-                photos[(method, r["seed"])] = pred = photo_predictions(run_dir / "last.pt", data / "test", args.device,
-                                                                       args.workers)
-                top1 = 100 * statistics.mean(label == got for label, got in pred.values())
-                print(f"== {method} lr {r['lr']:g} seed {r['seed']}: {top1:.2f}% photo by photo "
-                      f"(metrics.csv: {r['test_top1']:.2f}%)", flush=True)
-        if photos:
-            rows, paired_lines = paired_report(photos, [m for m in args.methods if any(k[0] == m for k in photos)])
-            write_csv(out / "per_photo.csv", rows)
-            hardest_sheet(rows, data / "test", out / "hardest.png")
-            lines += ["", *paired_lines, "", "The photos most runs got wrong, with their most common wrong answer: "
-                      "hardest.png (check them by eye: a photo no run gets right is often mislabelled)."]
+        lines += paired_section(best, args.methods, out, data / "test", args.device, args.workers)
     table = "\n".join(lines) + "\n"
     from ws_dan.io import atomic_write
 
