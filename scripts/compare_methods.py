@@ -316,39 +316,36 @@ def paired_report(photos: dict[tuple[str, int], dict[str, tuple[str, str]]], met
     runs = {m: sorted(s for mm, s in photos if mm == m) for m in methods}
     names = sorted(set.intersection(*(set(v) for v in photos.values()))) if photos else []
     right = {key: {n: pred[n][0] == pred[n][1] for n in names} for key, pred in photos.items()}
+    # per method and photo: how many of its runs got it wrong, and the share that got it right
+    wrong = {m: {n: sum(not right[(m, s)][n] for s in runs[m]) for n in names} for m in methods}
+    share = {m: {n: (len(runs[m]) - wrong[m][n]) / len(runs[m]) for n in names} for m in methods}
     rows = []
     for n in names:
-        label = next(iter(photos.values()))[n][0]
-        row = {"image": n, "label": label}
+        row = {"image": n, "label": next(iter(photos.values()))[n][0]}
         for m in methods:
-            wrong = [photos[(m, s)][n][1] for s in runs[m] if not right[(m, s)][n]]
-            row[f"{m}_wrong"] = f"{len(wrong)}/{len(runs[m])}"
-            row[f"{m}_predicted"] = max(set(wrong), key=wrong.count) if wrong else ""
+            answers = [photos[(m, s)][n][1] for s in runs[m] if not right[(m, s)][n]]
+            row[f"{m}_wrong"] = f"{wrong[m][n]}/{len(runs[m])}"
+            row[f"{m}_predicted"] = max(set(answers), key=answers.count) if answers else ""
         rows.append(row)
-    total = sum(len(v) for v in runs.values())
-    rows.sort(key=lambda r: (-sum(int(r[f"{m}_wrong"].split("/")[0]) for m in methods), r["image"]))
-    every = [r for r in rows if all(r[f"{m}_wrong"].split("/")[0] == r[f"{m}_wrong"].split("/")[1] for m in methods)]
+    rows.sort(key=lambda r: (-sum(wrong[m][r["image"]] for m in methods), r["image"]))
+    every = [r["image"] for r in rows if all(share[m][r["image"]] == 0 for m in methods)]
     lines = [f"Paired, photo by photo (`--paired`: each run's last.pt at its method's best lr on the same {len(names)} "
-             f"test photos; per_photo.csv). Photos wrong in all {total} runs: {len(every)}"
-             + (" (" + ", ".join(r["image"] for r in every[:8]) + (", ..." if len(every) > 8 else "") + ")"
-                if every else "") + ".", "",
+             f"test photos; per_photo.csv). Photos wrong in all {sum(map(len, runs.values()))} runs: {len(every)}"
+             + (" (" + ", ".join(every[:8]) + (", ..." if len(every) > 8 else "") + ")" if every else "") + ".", "",
              "| method vs " + methods[0] + " | seeds | photos only the method gets right | only " + methods[0]
              + " | exact p (two-sided) |", "|---|---|---|---|---|"]
+
+    def versus(m: str, seeds: str, mine: dict[str, float], theirs: dict[str, float]) -> str:
+        """Photos where ``mine`` beats ``theirs`` and the reverse (bools for one run each: only one is right)."""
+        a, b = sum(mine[n] > theirs[n] for n in names), sum(theirs[n] > mine[n] for n in names)
+        return f"| {m} | {seeds} | {a} | {b} | {mcnemar_exact(a, b):.3g} |"
+
     ref = methods[0]
     for m in methods[1:]:
-        for s in runs[m]:
-            if s not in runs[ref]:
-                continue
-            a = sum(right[(m, s)][n] and not right[(ref, s)][n] for n in names)
-            b = sum(right[(ref, s)][n] and not right[(m, s)][n] for n in names)
-            lines.append(f"| {m} | {s} | {a} | {b} | {mcnemar_exact(a, b):.3g} |")
+        lines += [versus(m, str(s), right[(m, s)], right[(ref, s)]) for s in runs[m] if s in runs[ref]]
         if len(runs[m]) > 1 or len(runs[ref]) > 1:
-            def frac(key_method: str, n: str) -> float:
-                return statistics.mean(right[(key_method, s)][n] for s in runs[key_method])
-            a = sum(frac(m, n) > frac(ref, n) for n in names)
-            b = sum(frac(ref, n) > frac(m, n) for n in names)
-            lines.append(f"| {m} | all ({len(runs[m])} vs {len(runs[ref])} runs; sign test over photos) | {a} | {b} | "
-                         f"{mcnemar_exact(a, b):.3g} |")
+            lines.append(versus(m, f"all ({len(runs[m])} vs {len(runs[ref])} runs; sign test over photos)", share[m],
+                             share[ref]))
     return rows, lines
 
 
