@@ -114,7 +114,7 @@ class TrainSettings:
     final_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-5
-    lr_scheduler: str = "plateau"
+    lr_scheduler: str = "cosine"  # anneals within any budget; plateau needs epochs to notice a plateau
     lr_gamma: Optional[float] = None
     lr_patience: int = 3
     lr_step_size: int = 2
@@ -230,8 +230,9 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("--momentum", type=unit_float, default=S.momentum, help="SGD momentum")
     g.add_argument("--weight-decay", "--wd", type=nonneg_float, default=S.weight_decay)
     g.add_argument("--lr-scheduler", choices=["plateau", "cosine", "step"], default=S.lr_scheduler,
-                   help="plateau: reduce on validation loss (the reference project's choice); "
-                        "step: x gamma every --lr-step-size epochs (WS-DAN.PyTorch: 0.9 every 2); cosine: to 0")
+                   help="cosine: to 0 at the last epoch, so any budget anneals; plateau: x gamma after --lr-patience "
+                        "epochs without a lower validation loss (the reference project's choice, for 100 epochs); "
+                        "step: x gamma every --lr-step-size epochs (WS-DAN.PyTorch: 0.9 every 2)")
     g.add_argument("--lr-gamma", type=positive_float, default=S.lr_gamma,
                    help="decay factor; default 0.1 (plateau), 0.9 (step)")
     g.add_argument("--lr-patience", type=nonneg_int, default=S.lr_patience,
