@@ -9,5 +9,6 @@
 * labels: ``label_issues`` (confident learning), ``out_of_sample`` (K-fold probabilities), ``label_review``
   (the job), ``label_noise`` (planted flips, to measure it);
 * shared: ``manifest`` (the one manifest / undo), ``parallel`` (progress, process pool), ``flags`` (the flags every
-  data tool takes), ``common`` (old import names, each defined once elsewhere).
+  data tool takes). What every package shares (files, images, output folders, the dataset scanner) is
+  :mod:`ws_dan.common`.
 """

@@ -17,9 +17,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from data_tools.common import DataToolError
 from data_tools.licenses import LICENSE_FIELDS
-from ws_dan.io import PathLike, read_csv_rows, write_csv
+from ws_dan.common.io import InputError, PathLike, read_csv_rows, write_csv
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def write_attribution(added: Sequence[Mapping[str, str]], new_dir: PathLike, mer
     dest, class, sha256); returns ``{"path", "images", "with_license", "per_license"}``."""
     merged_dir = Path(merged_dir)
     if not merged_dir.is_dir():
-        raise DataToolError(f"{merged_dir}: expected the merged training split (a folder)")
+        raise InputError(f"{merged_dir}: expected the merged training split (a folder)")
     out = merged_dir.parent / ATTRIBUTION_NAME
     by_path, by_sha = _manifest_index(find_manifests(new_dir))
     root = merged_dir.resolve()

@@ -31,10 +31,10 @@ import numpy as np
 
 from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
 from data_tools.parallel import Progress
-from ws_dan.images import SkippedFile
-from ws_dan.io import InputError as DataToolError
-from ws_dan.layout import DatasetImage, scan_dataset
-from ws_dan.outputs import check_not_nested, finish_output_dir, prepare_output_dir
+from ws_dan.common.dataset_folders import DatasetImage, scan_dataset
+from ws_dan.common.images import SkippedFile
+from ws_dan.common.io import InputError as InputError
+from ws_dan.common.outputs import check_not_nested, finish_output_dir, prepare_output_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -58,28 +58,28 @@ MANIFEST_NAME = "quarantine_manifest.csv"
 def check_sorted_folder(data_dir) -> dict[str, int]:
     """Check that ``data_dir`` holds ``wanted/`` and ``unwanted/`` with at least 2 images each; their counts.
 
-    Raises :class:`DataToolError` naming the folder and what was expected.
+    Raises :class:`InputError` naming the folder and what was expected.
     """
-    from ws_dan.images import find_images
+    from ws_dan.common.images import find_images
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataToolError(f"{data_dir}: expected a folder holding wanted/ and unwanted/ image folders, found "
+        raise InputError(f"{data_dir}: expected a folder holding wanted/ and unwanted/ image folders, found "
                             f"{'nothing (the path does not exist)' if not data_dir.exists() else 'a file'}")
     others = sorted(p.name for p in data_dir.iterdir()
                     if p.is_dir() and not p.name.startswith(".") and p.name not in CLEANER_CLASSES)
     if others:
-        raise DataToolError(f"{data_dir}: expected only wanted/ and unwanted/ sub-folders; also found "
+        raise InputError(f"{data_dir}: expected only wanted/ and unwanted/ sub-folders; also found "
                             f"{', '.join(others[:5])} (move them elsewhere)")
     counts = {}
     for name in CLEANER_CLASSES:
         folder = data_dir / name
         if not folder.is_dir():
-            raise DataToolError(f"{data_dir}: has no {name}/ folder (expected {data_dir}/wanted/ with images to keep "
+            raise InputError(f"{data_dir}: has no {name}/ folder (expected {data_dir}/wanted/ with images to keep "
                                 f"and {data_dir}/unwanted/ with images to remove)")
         counts[name] = len(find_images(folder)[0])
         if counts[name] < 2:
-            raise DataToolError(f"{folder}: {counts[name]} image(s); at least 2 are needed (one to train on, one to "
+            raise InputError(f"{folder}: {counts[name]} image(s); at least 2 are needed (one to train on, one to "
                                 f"check the classifier with), a few dozen to be useful")
     return counts
 
@@ -105,16 +105,16 @@ def prepare_cleaner_split(data_dir, split_dir, test_ratio: float = 0.2, seed: in
 
 
 def unwanted_index(class_names: Sequence[str], source="checkpoint") -> int:
-    """Index of the ``unwanted`` class; raises DataToolError unless the classes are exactly wanted and unwanted."""
+    """Index of the ``unwanted`` class; raises InputError unless the classes are exactly wanted and unwanted."""
     if sorted(class_names) != sorted(CLEANER_CLASSES):
-        raise DataToolError(f"{source}: not a cleaner checkpoint (expected the classes 'unwanted' and 'wanted', "
+        raise InputError(f"{source}: not a cleaner checkpoint (expected the classes 'unwanted' and 'wanted', "
                             f"found {list(class_names)[:6]}); train one with scripts/train_cleaner.py")
     return list(class_names).index(UNWANTED)
 
 
 def check_cleaner_checkpoint(ckpt_path) -> list[str]:
-    """The class names of a readable cleaner checkpoint; raises CheckpointError / DataToolError otherwise."""
-    from ws_dan.checkpoint import load_checkpoint
+    """The class names of a readable cleaner checkpoint; raises CheckpointError / InputError otherwise."""
+    from ws_dan.models.checkpoint import load_checkpoint
 
     names = list(load_checkpoint(ckpt_path)["config"].get("class_names") or [])
     unwanted_index(names, ckpt_path)
@@ -135,15 +135,15 @@ def score_images(ckpt_path, paths: Sequence[Path], batch_size: int = 32, workers
                  progress: bool = False) -> Scores:
     """Score ``paths`` with a cleaner checkpoint (see :func:`unwanted_index`) on ``device``.
 
-    Unreadable images are skipped and listed, never fatal. Raises DataToolError for a checkpoint that is not a
-    cleaner's, ws_dan.checkpoint.CheckpointError for an unreadable one.
+    Unreadable images are skipped and listed, never fatal. Raises InputError for a checkpoint that is not a
+    cleaner's, ws_dan.models.checkpoint.CheckpointError for an unreadable one.
     """
     import torch
 
-    from ws_dan.checkpoint import load_checkpoint, model_from_checkpoint
-    from ws_dan.data import ImageDataset, SkipLog, build_transform, make_loader
-    from ws_dan.engine import predict
-    from ws_dan.utils import resolve_device
+    from ws_dan.common.runtime import resolve_device
+    from ws_dan.data.datasets import ImageDataset, SkipLog, build_transform, make_loader
+    from ws_dan.evaluation.inference import predict
+    from ws_dan.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     start = time.perf_counter()
     state = load_checkpoint(ckpt_path)
@@ -183,9 +183,10 @@ def image_contact_sheet(entries: Sequence[tuple[Path, str]], path, columns: int 
                         max_images: int = 64) -> Optional[Path]:
     """A PNG grid of images with a caption under each (the first ``max_images``); None when there is none.
 
-    ``ws_dan.contact_sheet`` draws it; a caption holds up to two lines. Images that fail to open show as grey tiles.
+    ``ws_dan.common.contact_sheet`` draws it; a caption holds up to two lines. Images that fail to open show as
+    grey tiles.
     """
-    from ws_dan.contact_sheet import contact_sheet
+    from ws_dan.common.contact_sheet import contact_sheet
 
     entries = list(entries)[:max_images]
     tiles = [(p, caption.split("\n")) for p, caption in entries]
@@ -233,18 +234,18 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
     quarantine_manifest.csv; the images move to ``quarantine_dir`` (default ``output_dir/quarantine``) under
     ``<class>/unwanted/``. Returns the summary.
     """
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     if action not in ACTIONS:
-        raise DataToolError(f"--action {action}: expected one of {', '.join(ACTIONS)}")
+        raise InputError(f"--action {action}: expected one of {', '.join(ACTIONS)}")
     if not 0.0 <= threshold <= 1.0:
-        raise DataToolError(f"--threshold {threshold}: expected a probability between 0 and 1")
+        raise InputError(f"--threshold {threshold}: expected a probability between 0 and 1")
     data_dir, out = Path(data_dir), Path(output_dir)
     if not data_dir.is_dir():
-        raise DataToolError(f"{data_dir}: expected a folder of downloaded images in class folders, found "
+        raise InputError(f"{data_dir}: expected a folder of downloaded images in class folders, found "
                             f"{'nothing (the path does not exist)' if not data_dir.exists() else 'a file'}")
     if not Path(ckpt_path).is_file():
-        raise DataToolError(f"{ckpt_path}: checkpoint file not found (expected the cleaner.pt of train_cleaner.py)")
+        raise InputError(f"{ckpt_path}: checkpoint file not found (expected the cleaner.pt of train_cleaner.py)")
     check_cleaner_checkpoint(ckpt_path)  # before any output folder is made
     qdir = Path(quarantine_dir) if quarantine_dir is not None else out / "quarantine"
     if action == "quarantine":
@@ -257,7 +258,7 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
     # Non-images beside the class folders are the downloader's reports (download_manifest.csv...), not data.
     skipped = [f for f in skipped if Path(f.path).parent != data_dir]
     if not images:
-        raise DataToolError(f"{data_dir}: no images found (expected {data_dir}/<class>/<images>)")
+        raise InputError(f"{data_dir}: no images found (expected {data_dir}/<class>/<images>)")
     scores = score_images(ckpt_path, [img.path for img in images], batch_size=batch_size, workers=workers,
                           device=device, progress=bool(progress))
     by_path = {img.path: img for img in images}

@@ -36,9 +36,9 @@ from data_tools.dedupe import (
 )
 from data_tools.dedupe.hashing import CROP_FRACTION, _centre
 from data_tools.parallel import Progress, parallel_map, track
-from ws_dan.images import SkippedFile, UnreadableImageError, open_image
-from ws_dan.layout import DatasetImage
-from ws_dan.outputs import save_image
+from ws_dan.common.dataset_folders import DatasetImage
+from ws_dan.common.images import SkippedFile, UnreadableImageError, open_image
+from ws_dan.common.outputs import save_image
 
 
 def _half(im: Image.Image) -> Image.Image:

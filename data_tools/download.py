@@ -16,7 +16,7 @@ What a download must get through before a file appears in ``OUT/<class>/``:
   one host at a time. Timeouts, connection errors, 429 and 5xx are retried with exponential back-off (or the
   server's ``Retry-After``); other failures are final.
 * **The content**: the bytes must decode as an image (any format PIL reads; an HTML page does not), through
-  ``ws_dan.images.open_image`` (EXIF orientation, RGB, decompression-bomb limit, truncation), and be at least
+  ``ws_dan.common.images.open_image`` (EXIF orientation, RGB, decompression-bomb limit, truncation), and be at least
   ``min_side`` pixels on the short side. Upright RGB JPEGs are kept byte for byte; everything else is re-encoded
   to an RGB JPEG.
 * **Duplicates**: an image whose pixels or perceptual hashes (``data_tools.dedupe``, same distance and default
@@ -55,16 +55,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from data_tools.common import (
-    DataToolError,
-    Progress,
-    finish_output_dir,
-    prepare_output_dir,
-    save_image,
-    scan_dataset,
-    sha256_file,
-    track,
-)
 from data_tools.hash_index import HashIndex
 from data_tools.http import MAX_RETRY_AFTER, Backoff, with_retries
 from data_tools.image_fetch import (  # noqa: F401  (re-exported: the names scripts and tests import from here)
@@ -79,6 +69,7 @@ from data_tools.image_fetch import (  # noqa: F401  (re-exported: the names scri
     check_url,
 )
 from data_tools.licenses import LICENSE_FIELDS
+from data_tools.parallel import Progress, track
 from data_tools.url_list import (  # noqa: F401  (re-exported)
     CLASS_COLUMNS,
     RESERVED_NAMES,
@@ -88,6 +79,9 @@ from data_tools.url_list import (  # noqa: F401  (re-exported)
     safe_folder_name,
     url_file_name,
 )
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.io import InputError, sha256_file
+from ws_dan.common.outputs import finish_output_dir, prepare_output_dir, save_image
 
 LOG = logging.getLogger(__name__)
 
@@ -232,7 +226,7 @@ class _Downloader:
 
     def _download(self, item: UrlItem, row: dict, tmp: Path, dst: Path, rel: str) -> Optional[dict]:
         from data_tools import dedupe
-        from ws_dan.images import UnreadableImageError, open_image, read_image_info
+        from ws_dan.common.images import UnreadableImageError, open_image, read_image_info
 
         def attempt(n: int):
             row["attempts"] = n + 1
@@ -299,7 +293,7 @@ class _Downloader:
             if isinstance(e, _Refused):
                 return {**row, "status": "failed", "reason": str(e)}
             if isinstance(e, OSError):  # disk full, permissions: the whole run has to stop, with a clear line
-                raise DataToolError(f"{dst}: cannot write the image ({e.strerror or e})") from None
+                raise InputError(f"{dst}: cannot write the image ({e.strerror or e})") from None
             raise
         return {**row, "status": "ok", "reason": "" if keep_bytes else f"re-encoded from {header.format or 'image'}",
                 "path": rel, "sha256": sha256_file(dst)}
@@ -342,13 +336,13 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
     replaced). Writes ``download_manifest.csv`` and ``download_report.json``; returns the summary.
     """
     from data_tools import dedupe
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     s = settings or DownloadSettings()
     if s.workers < 1 or s.retries < 0 or s.min_side < 0 or not 1 <= s.quality <= 100:
-        raise DataToolError("workers must be >= 1, retries >= 0, min_side >= 0, quality 1-100")
+        raise InputError("workers must be >= 1, retries >= 0, min_side >= 0, quality 1-100")
     if s.max_per_class is not None and s.max_per_class < 1:
-        raise DataToolError(f"--max-per-class {s.max_per_class}: expected a positive number")
+        raise InputError(f"--max-per-class {s.max_per_class}: expected a positive number")
     threshold = dedupe.DEFAULT_THRESHOLD if s.threshold is None else s.threshold
     dedupe.check_threshold(threshold)
     fetcher = Fetcher(timeout=s.timeout, total_timeout=s.total_timeout, max_bytes=s.max_bytes,
@@ -356,7 +350,7 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
                       use_env_proxy=s.use_env_proxy)
     for ref in reference:
         if not Path(ref).is_dir():
-            raise DataToolError(f"{ref}: expected a reference folder of images (e.g. the training split), found "
+            raise InputError(f"{ref}: expected a reference folder of images (e.g. the training split), found "
                                 f"{'nothing (the path does not exist)' if not Path(ref).exists() else 'a file'}")
     items = read_url_list(urls, default_class=default_class)  # before touching the output: bad input fails first
 
@@ -421,7 +415,7 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
     downloader = _Downloader(out, s, state, fetcher)
     journal_path = out / JOURNAL_NAME
     if journal_path.is_symlink():  # appending would follow it to wherever it points
-        raise DataToolError(f"{journal_path}: is a symbolic link; remove it (the journal is the downloader's own "
+        raise InputError(f"{journal_path}: is a symbolic link; remove it (the journal is the downloader's own "
                             f"file and is never written through a link)")
     start = time.perf_counter()
     new_bytes = 0

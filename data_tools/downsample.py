@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Optional
 
 from data_tools.parallel import Progress, parallel_map
-from ws_dan.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
-from ws_dan.io import InputError as DataToolError
-from ws_dan.layout import scan_dataset
-from ws_dan.outputs import copy_file, finish_output_dir, output_path, prepare_output_dir, save_image
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
+from ws_dan.common.io import InputError as InputError
+from ws_dan.common.outputs import copy_file, finish_output_dir, output_path, prepare_output_dir, save_image
 
 LOG = logging.getLogger(__name__)
 
@@ -87,19 +87,19 @@ def downsample_dataset(data_dir, output_dir, size: int = DEFAULT_SIZE, quality: 
 
     Writes ``downsample_manifest.csv`` (path, action resized/copied/skipped, sizes before and after, reason)
     and ``downsample_report.json``. Unreadable images are skipped and listed; ``strict`` raises
-    :class:`~ws_dan.images.UnreadableImageError` at the first. A run interrupted by Ctrl-C is completed by
+    :class:`~ws_dan.common.images.UnreadableImageError` at the first. A run interrupted by Ctrl-C is completed by
     running the same command again (finished files are kept).
     """
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     if size < 1:
-        raise DataToolError(f"--size {size}: expected a positive number of pixels")
+        raise InputError(f"--size {size}: expected a positive number of pixels")
     if not 1 <= quality <= 100:
-        raise DataToolError(f"--quality {quality}: expected 1 to 100")
+        raise InputError(f"--quality {quality}: expected 1 to 100")
     data_dir, out = Path(data_dir), Path(output_dir)
     images, skipped = scan_dataset(data_dir)
     if not images:
-        raise DataToolError(f"{data_dir}: expected images, found none")
+        raise InputError(f"{data_dir}: expected images, found none")
     settings = {"data_dir": str(data_dir.resolve()), "size": size, "quality": quality}
     resuming = prepare_output_dir(out, [data_dir], overwrite=overwrite, tool="downsample", settings=settings)
     jobs, rows = [], []
@@ -128,7 +128,7 @@ def downsample_dataset(data_dir, output_dir, size: int = DEFAULT_SIZE, quality: 
 
 def summary_lines(summary: dict, noun: str = "copy") -> list[str]:
     """The lines a script prints after :func:`downsample_dataset`: counts, the first skipped files, where it went."""
-    from ws_dan.tables import format_table
+    from ws_dan.common.tables import format_table
 
     keys = ("images", "resized", "copied", "skipped", "already_there", "not_images")
     lines = [format_table([[k, summary[k]] for k in keys], ["images", "count"])]

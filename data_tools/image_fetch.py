@@ -5,7 +5,7 @@ The rules, each on every redirect hop: http(s) only, no credentials in the URL, 
 and on every read and a total time per attempt; a size cap checked against ``Content-Length`` *and* counted while
 streaming; a ``text/*`` response is given up after its first 16 bytes unless they carry an image signature (an HTML
 "soft 404"); at most ``max_per_host`` requests to one host at a time. Whether the bytes decode as an image is
-decided by the caller (``ws_dan.images``).
+decided by the caller (``ws_dan.common.images``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
-from data_tools.common import DataToolError
 from data_tools.http import RETRY_STATUSES, USER_AGENT, HttpClient, HttpError, check_url, parse_retry_after
-from ws_dan.images import sniff_bytes
+from ws_dan.common.images import sniff_bytes
+from ws_dan.common.io import InputError
 
 __all__ = ["FetchError", "FetchInfo", "Fetcher", "check_url", "USER_AGENT"]
 
@@ -48,7 +48,7 @@ class Fetcher:
                  max_per_host: int = DEFAULT_MAX_PER_HOST, user_agent: str = USER_AGENT,
                  use_env_proxy: bool = True, ssl_context=None):
         if timeout <= 0 or max_bytes <= 0 or max_redirects < 0 or max_per_host < 1:
-            raise DataToolError("timeout and max_bytes must be positive, max_redirects >= 0, max_per_host >= 1")
+            raise InputError("timeout and max_bytes must be positive, max_redirects >= 0, max_per_host >= 1")
         self.max_bytes = int(max_bytes)
         self.client = HttpClient(timeout=timeout, total_timeout=total_timeout, max_redirects=max_redirects,
                                  max_per_host=max_per_host, user_agent=user_agent, use_env_proxy=use_env_proxy,

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from ws_dan.io import InputError, PathLike
+from ws_dan.common.io import InputError, PathLike
 
 LOG = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ FLIP_FIELDS = ("path", "true_label", "given_label")
 
 def read_similar_map(path: PathLike, class_names: Sequence[str]) -> dict[str, str]:
     """``class -> similar class`` from a CSV with the columns ``class,similar``; both must be known classes."""
-    from ws_dan.io import read_csv_rows
+    from ws_dan.common.io import read_csv_rows
 
     path = Path(path)
     try:
@@ -118,8 +118,15 @@ def write_noisy_copy(data_dir: PathLike, out_dir: PathLike, fraction: float, mod
     with a share ``fraction`` of the images under a wrong class (``mode``); ``out_dir/planted_flips.csv`` lists
     them (path relative to the copy, true_label, given_label). ``out_dir`` must be new or empty."""
     from data_tools.label_review import labelled_images
-    from ws_dan.io import write_csv
-    from ws_dan.outputs import copy_file, finish_output_dir, output_path, prepare_output_dir, remove_tree, unique_path
+    from ws_dan.common.io import write_csv
+    from ws_dan.common.outputs import (
+        copy_file,
+        finish_output_dir,
+        output_path,
+        prepare_output_dir,
+        remove_tree,
+        unique_path,
+    )
 
     found = labelled_images(data_dir)
     names = [found.class_names[t] for t in found.labels]

@@ -35,11 +35,11 @@ import numpy as np
 
 from data_tools.label_issues import METHODS
 from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
-from ws_dan.io import InputError, PathLike
-from ws_dan.layout import DatasetImage
+from ws_dan.common.dataset_folders import DatasetImage
+from ws_dan.common.io import InputError, PathLike
 
 if TYPE_CHECKING:
-    from ws_dan.classification import TrainSettings
+    from ws_dan.training.recipe import TrainSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ ISSUE_FIELDS = ("path", "given_label", "suggested_label", "p_given", "p_suggeste
 #: The shared quarantine manifest columns (``group`` holds the given label), plus what the finder said.
 MANIFEST_FIELDS = (*MOVE_FIELDS, "suggested_label", "p_given")
 ACTIONS = ("none", "quarantine")
-#: The training settings of a label check, where they differ from train.py's (ws_dan.classification.TrainSettings):
+#: The training settings of a label check, where they differ from train.py's (ws_dan.training.recipe.TrainSettings):
 #: a short budget on a cheap model, at the baseline's better learning rate, decayed to 0 over the run.
 TRAIN_DEFAULTS = dict(model="mobilenet_v2", method="baseline", image_size=224, epochs=4, lr=0.01,
                       lr_scheduler="cosine", save_freq=0)
@@ -64,9 +64,9 @@ TRAIN_DEFAULTS = dict(model="mobilenet_v2", method="baseline", image_size=224, e
 def training_parser() -> argparse.ArgumentParser:
     """The training flags of the label tools (train.py's names and types; defaults :data:`TRAIN_DEFAULTS`, else
     ``TrainSettings``'), as a parent parser for their scripts. Read them with :func:`train_settings`."""
-    from ws_dan.backbones import list_backbones
-    from ws_dan.classification import TrainSettings as S
-    from ws_dan.cli_types import nonneg_int, positive_float, positive_int
+    from ws_dan.common.cli_types import nonneg_int, positive_float, positive_int
+    from ws_dan.models.backbones import list_backbones
+    from ws_dan.training.recipe import TrainSettings as S
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("training (every fold's model; train.py's flags)")
@@ -96,7 +96,7 @@ def training_parser() -> argparse.ArgumentParser:
 def train_settings(args: argparse.Namespace, data_dir: PathLike, save_dir: PathLike) -> TrainSettings:
     """The recipe's settings for :func:`training_parser`'s flags (``data_dir`` and ``save_dir`` are set per fold;
     those given here are placeholders)."""
-    from ws_dan.classification import TrainSettings
+    from ws_dan.training.recipe import TrainSettings
 
     values = {**TRAIN_DEFAULTS, **{k: v for k, v in vars(args).items() if k not in ("data_dir", "save_dir")}}
     return TrainSettings.from_namespace(argparse.Namespace(**values, data_dir=str(data_dir), save_dir=str(save_dir)))
@@ -118,7 +118,7 @@ def labelled_images(data_dir: PathLike) -> LabelledImages:
 
     Images outside any class folder are ignored (with a warning); classes with one image are left out (see the
     module docstring). Raises :class:`InputError` naming the folder when fewer than two classes remain."""
-    from ws_dan.layout import scan_dataset, split_folders
+    from ws_dan.common.dataset_folders import scan_dataset, split_folders
 
     data_dir = Path(data_dir)
     root = data_dir
@@ -178,7 +178,7 @@ def issue_sheet(rows: Sequence[dict[str, str]], data_dir: PathLike, path: PathLi
                 columns: int = 8) -> Optional[Path]:
     """A contact sheet of the first ``top`` rows: under each image its given class, the suggested one, and the
     rank with both probabilities. None when there is nothing to show."""
-    from ws_dan.contact_sheet import contact_sheet
+    from ws_dan.common.contact_sheet import contact_sheet
 
     tiles = [(Path(data_dir) / r["path"], [f"given: {r['given_label']}", f"-> {r['suggested_label']}",
                                            f"#{r['rank']}  p {float(r['p_given']):.2f} -> "
@@ -192,7 +192,7 @@ def check_save_dir(save_dir: PathLike, data_dir: PathLike, overwrite: bool) -> N
     """Refuse a save folder nested with the data folder, a file, or a non-empty folder this tool did not make
     (no folds.json) unless ``overwrite``."""
     from data_tools.out_of_sample import PLAN_NAME
-    from ws_dan.outputs import check_not_nested
+    from ws_dan.common.outputs import check_not_nested
 
     save_dir = Path(save_dir)
     check_not_nested(save_dir, [data_dir])
@@ -213,7 +213,7 @@ def find_label_issues_in_folder(data_dir: PathLike, save_dir: PathLike, settings
     label_issues_report.json)."""
     from data_tools.label_issues import confident_joint, estimated_noise_rate, find_label_issues, per_class_thresholds
     from data_tools.out_of_sample import kfold_out_of_sample
-    from ws_dan.io import atomic_write, write_csv, write_json
+    from ws_dan.common.io import atomic_write, write_csv, write_json
 
     if action not in ACTIONS:
         raise InputError(f"--action {action}: expected one of {', '.join(ACTIONS)}")

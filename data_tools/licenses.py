@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Optional
 
-from data_tools.common import DataToolError
+from ws_dan.common.io import InputError
 
 #: Columns a search row, a download manifest row and an ATTRIBUTION.csv row carry about an image's origin.
 LICENSE_FIELDS = ("source", "license", "license_version", "license_url", "creator", "attribution", "landing_url")
@@ -76,8 +76,8 @@ def parse_license_filter(values: Optional[Iterable[str]]) -> Optional[tuple[str,
                 if part not in wanted:
                     wanted.append(part)
             else:
-                raise DataToolError(f"--license {part!r}: expected a licence code ({', '.join(CODES)}), a group "
+                raise InputError(f"--license {part!r}: expected a licence code ({', '.join(CODES)}), a group "
                                     f"({', '.join(GROUPS)}) or 'all'")
     if not wanted:
-        raise DataToolError("--license: no licence given")
+        raise InputError("--license: no licence given")
     return tuple(wanted)

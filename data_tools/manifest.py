@@ -8,9 +8,9 @@ of), ``quarantine`` (where they went) or ``added`` (the folder files were added 
 * a row whose paths fall outside those roots (an absolute path elsewhere, ``..``, a symlinked folder leading
   out) is refused with one line naming it; nothing of it is touched;
 * a file is moved back only when its content is the recorded SHA-256 (a symlink: the recorded link text), and
-  never over an existing file (``ws_dan.outputs.move_file``); undo restores byte for byte;
+  never over an existing file (``ws_dan.common.outputs.move_file``); undo restores byte for byte;
 * undoing an addition deletes only a regular file inside ``added`` whose SHA-256 is the recorded one;
-* a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.io.InputError` line.
+* a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.common.io.InputError` line.
 
 Quarantine moves the path it reports (a symlink moves as a link, its target stays), never a file outside the
 data folders, and never a file an image that stays links to (the kept copy of a duplicate group must survive).
@@ -26,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from data_tools.parallel import Progress, track
-from ws_dan.io import InputError, PathLike, read_csv_rows, sha256_file, write_csv, write_json
-from ws_dan.outputs import is_within, move_file, output_path, real_path, unique_path
+from ws_dan.common.io import InputError, PathLike, read_csv_rows, sha256_file, write_csv, write_json
+from ws_dan.common.outputs import is_within, move_file, output_path, real_path, unique_path
 
 LOG = logging.getLogger(__name__)
 

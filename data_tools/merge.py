@@ -34,10 +34,10 @@ import numpy as np
 from data_tools import dedupe
 from data_tools.manifest import AdditionJournal, undo_additions
 from data_tools.parallel import Progress, track
-from ws_dan.io import InputError as DataToolError
-from ws_dan.io import sha256_file, write_csv, write_json
-from ws_dan.layout import DatasetImage, class_folders, scan_dataset
-from ws_dan.outputs import (
+from ws_dan.common.dataset_folders import DatasetImage, class_folders, scan_dataset
+from ws_dan.common.io import InputError as InputError
+from ws_dan.common.io import sha256_file, write_csv, write_json
+from ws_dan.common.outputs import (
     check_not_nested,
     copy_file,
     finish_output_dir,
@@ -60,7 +60,7 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
                overwrite: bool = False) -> dict:
     """Merge ``new_dir/<class>/...`` into ``train_dir/<class>/...`` (see the module docstring).
 
-    Raises :class:`~data_tools.common.DataToolError` for missing folders, for new classes without
+    Raises :class:`~ws_dan.common.io.InputError` for missing folders, for new classes without
     ``allow_new_classes`` (naming them; nothing is written) and for an output folder nested with an input.
     Returns the summary also written to ``merge_report.json``.
     """
@@ -69,23 +69,23 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     for folder, what in [(new_dir, "new images in class folders"), (train_dir, "the training split's class folders"),
                          *[(Path(a), "images to check against") for a in also_check]]:
         if not folder.is_dir():
-            raise DataToolError(f"{folder}: expected a folder of {what}, found "
+            raise InputError(f"{folder}: expected a folder of {what}, found "
                                 f"{'nothing (the path does not exist)' if not folder.exists() else 'a file'}")
     try:
         check_not_nested(new_dir, [train_dir])
-    except DataToolError:
-        raise DataToolError(f"{new_dir}: the new images' folder and the training folder {train_dir} overlap; "
+    except InputError:
+        raise InputError(f"{new_dir}: the new images' folder and the training folder {train_dir} overlap; "
                             f"keep the new images in a separate folder") from None
     classes = class_folders(train_dir)
     if not classes:
-        raise DataToolError(f"{train_dir}: has no class sub-folders (expected {train_dir}/<class>/<images>)")
+        raise InputError(f"{train_dir}: has no class sub-folders (expected {train_dir}/<class>/<images>)")
     new_images, new_skipped = scan_dataset(new_dir, splits=False)
     if not new_images:
-        raise DataToolError(f"{new_dir}: no new images found (expected {new_dir}/<class>/<images>)")
+        raise InputError(f"{new_dir}: no new images found (expected {new_dir}/<class>/<images>)")
     rejected = [{"source": str(s.path), "class": "", "reason": s.reason} for s in new_skipped]
     unknown = sorted({img.label for img in new_images if img.label and img.label not in classes})
     if unknown and not allow_new_classes:
-        raise DataToolError(
+        raise InputError(
             f"{new_dir}: {len(unknown)} class folder(s) not in {train_dir}: {', '.join(unknown[:8])}"
             f"{' ...' if len(unknown) > 8 else ''}; check the spelling, or pass --allow-new-classes to add them")
     candidates = []
@@ -100,7 +100,7 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
                 "also_check": [str(Path(a).resolve()) for a in also_check], "threshold": threshold,
                 "exact_only": exact_only, "allow_new_classes": allow_new_classes}
     if in_place and (out / "merge_added.csv").is_file() and not marker_matches(out, "merge_data", settings):
-        raise DataToolError(f"{out}: holds merge_added.csv, the undo list of an earlier in-place merge; "
+        raise InputError(f"{out}: holds merge_added.csv, the undo list of an earlier in-place merge; "
                             f"choose another output folder so that it is kept")
     resuming = prepare_output_dir(out, inputs, overwrite=overwrite, tool="merge_data", settings=settings)
     journal = AdditionJournal(out / JOURNAL_NAME, out / "merge_added.csv", train_dir if in_place else out / "train",

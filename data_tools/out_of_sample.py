@@ -1,5 +1,5 @@
 """Out-of-sample class probabilities for every image of a labelled set, by K-fold cross-validation through the
-library's training recipe (``ws_dan.classification.train_classifier``: any backbone, method and flag of train.py).
+library's training recipe (``ws_dan.training.recipe.train_classifier``: any backbone, method and flag of train.py).
 
 Confident learning needs, for each image, the probabilities of a model that never saw that image's label
 (a model that trained on it has memorised it, wrong or not). So the images are split into K stratified folds
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from ws_dan.io import InputError, PathLike, atomic_write, write_json
-from ws_dan.outputs import copy_file, output_path, remove_tree
+from ws_dan.common.io import InputError, PathLike, atomic_write, write_json
+from ws_dan.common.outputs import copy_file, output_path, remove_tree
 
 if TYPE_CHECKING:
-    from ws_dan.classification import TrainSettings
+    from ws_dan.training.recipe import TrainSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ def _predict(ckpt: Path, paths: Sequence[Path], class_names: Sequence[str], batc
     ``class_names`` by name; an unreadable image gets a NaN row."""
     import torch
 
-    from ws_dan.checkpoint import load_checkpoint, model_from_checkpoint
-    from ws_dan.data import ImageDataset, SkipLog, build_transform, make_loader
-    from ws_dan.engine import predict
-    from ws_dan.utils import resolve_device
+    from ws_dan.common.runtime import resolve_device
+    from ws_dan.data.datasets import ImageDataset, SkipLog, build_transform, make_loader
+    from ws_dan.evaluation.inference import predict
+    from ws_dan.models.checkpoint import load_checkpoint, model_from_checkpoint
 
     dev = resolve_device(device)
     model = model_from_checkpoint(load_checkpoint(ckpt), dev)
@@ -192,15 +192,15 @@ def kfold_out_of_sample(samples: Sequence[tuple[PathLike, int]], class_names: Se
     """Train ``folds`` models, each on all folds but one, and return every image's held-out probabilities.
 
     ``samples``: ``(image path, class index into class_names)``; ``settings``: the recipe's
-    (``ws_dan.classification.TrainSettings``) for every fold's run, of which ``data_dir``, ``save_dir``,
+    (``ws_dan.training.recipe.TrainSettings``) for every fold's run, of which ``data_dir``, ``save_dir``,
     ``ckpt`` and ``overwrite`` are set per fold; its batch size, workers, device and progress serve the
     prediction too. ``data_dirs``: the user's folders no run folder may lie in. A ``save_dir`` holding folds
     made for other images, folds, seed or deciding settings (:func:`deciding_settings`) is refused unless
     ``overwrite``. See the module docstring for the layout and resumption. Raises
-    :class:`~ws_dan.io.InputError`, and what ``train_classifier`` raises (TrainSetupError, TrainingError,
+    :class:`~ws_dan.common.io.InputError`, and what ``train_classifier`` raises (TrainSetupError, TrainingError,
     TrainingInterrupted).
     """
-    from ws_dan.classification import train_classifier
+    from ws_dan.training.recipe import train_classifier
 
     samples = [(Path(p), int(t)) for p, t in samples]
     labels = np.array([t for _, t in samples], dtype=np.int64)

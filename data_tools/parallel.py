@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Optional, TypeVar, Union
 
-from ws_dan.utils import default_workers
+from ws_dan.common.runtime import default_workers
 
 T = TypeVar("T")
 R = TypeVar("R")

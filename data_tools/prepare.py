@@ -36,7 +36,7 @@ What the output holds and why:
 * The counts are checked against the published ones; a difference is a warning (a small or partial copy is
   still preparable), or an error before anything is written when ``strict``.
 
-The data-tool rules hold (:mod:`ws_dan.outputs`): the output folder is new or empty and not nested with the
+The data-tool rules hold (:mod:`ws_dan.common.outputs`): the output folder is new or empty and not nested with the
 source, every file appears complete (atomic rename), an interrupted run is finished by the same command, and no
 path taken from an annotation file can point outside the source (``..`` or absolute paths are refused) or the
 output (file and folder names are sanitised).
@@ -54,10 +54,9 @@ from typing import Any, Callable, Optional
 
 from PIL import Image
 
-from data_tools.common import DataToolError
 from data_tools.parallel import Progress, parallel_map
 from data_tools.url_list import safe_folder_name
-from ws_dan.images import (
+from ws_dan.common.images import (
     DEFAULT_MAX_PIXELS,
     SkippedFile,
     UnreadableImageError,
@@ -65,8 +64,8 @@ from ws_dan.images import (
     read_image_info,
     sniff_format,
 )
-from ws_dan.io import PathLike
-from ws_dan.outputs import (
+from ws_dan.common.io import InputError, PathLike
+from ws_dan.common.outputs import (
     check_not_nested,
     copy_file,
     finish_output_dir,
@@ -80,7 +79,8 @@ from ws_dan.outputs import (
     unique_path,
 )
 
-# Under "ws_dan" like the other data tools, so the scripts' setup_logging shows it (ws_dan.utils.PROJECT_LOGGERS).
+# Under "ws_dan" like the other data tools, so the scripts' setup_logging shows it
+# (ws_dan.common.runtime.PROJECT_LOGGERS).
 LOG = logging.getLogger(__name__)
 
 #: Rows of copyright banner at the bottom of every FGVC-Aircraft image (its README: "Please make sure to remove
@@ -158,11 +158,11 @@ class PrepareResult:
 
 
 def benchmark_name(name: str) -> str:
-    """The canonical name of a benchmark (``cars``, ``CUB_200_2011`` ... are accepted); DataToolError if unknown."""
+    """The canonical name of a benchmark (``cars``, ``CUB_200_2011`` ... are accepted); InputError if unknown."""
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in BENCHMARKS:
-        raise DataToolError(f"{name!r}: unknown dataset; expected one of {', '.join(BENCHMARKS)}")
+        raise InputError(f"{name!r}: unknown dataset; expected one of {', '.join(BENCHMARKS)}")
     return key
 
 
@@ -177,7 +177,7 @@ def _locate(root: Path, candidates: Sequence[str], what: str, want_dir: bool = F
         if (p.is_dir() if want_dir else p.is_file()):
             return p
     also = f" (also looked for {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-    raise DataToolError(f"{root / candidates[0]}: expected {what}{also}, found nothing")
+    raise InputError(f"{root / candidates[0]}: expected {what}{also}, found nothing")
 
 
 def _base(root: Path, subfolders: Sequence[str], markers: Sequence[str]) -> Path:
@@ -185,7 +185,7 @@ def _base(root: Path, subfolders: Sequence[str], markers: Sequence[str]) -> Path
     any of ``markers``)."""
     if not root.is_dir():
         what = "nothing (the path does not exist)" if not root.exists() else "a file"
-        raise DataToolError(f"{root}: expected the dataset's folder as it ships, found {what}")
+        raise InputError(f"{root}: expected the dataset's folder as it ships, found {what}")
     for base in [root, *(root / s for s in subfolders)]:
         if any((base / m).exists() for m in markers):
             return base
@@ -197,7 +197,7 @@ def _inside(base: Path, rel: str, where: str) -> Path:
     rel = rel.strip().replace("\\", "/")
     parts = Path(rel).parts
     if not rel or Path(rel).is_absolute() or ".." in parts:
-        raise DataToolError(f"{where}: image path {rel!r} is not a relative path inside {base}; "
+        raise InputError(f"{where}: image path {rel!r} is not a relative path inside {base}; "
                             f"expected a name like the dataset's own (e.g. 00001.jpg)")
     return base.joinpath(*parts)
 
@@ -208,13 +208,13 @@ def _read_lines(path: Path, fields: int, what: str) -> list[tuple[int, list[str]
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise DataToolError(f"{path}: cannot read it as UTF-8 text ({e}); expected {what}") from None
+        raise InputError(f"{path}: cannot read it as UTF-8 text ({e}); expected {what}") from None
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.strip().split(None, fields - 1)
         if len(parts) != fields:
-            raise DataToolError(f"{path}:{n}: expected {what}, found {line.strip()!r}")
+            raise InputError(f"{path}:{n}: expected {what}, found {line.strip()!r}")
         rows.append((n, parts))
     return rows
 
@@ -223,9 +223,9 @@ def _number(text: str, where: str, what: str, kind: Callable = int) -> Any:
     try:
         value = kind(text)
     except ValueError:
-        raise DataToolError(f"{where}: expected {what}, found {text!r}") from None
+        raise InputError(f"{where}: expected {what}, found {text!r}") from None
     if kind is float and not math.isfinite(value):
-        raise DataToolError(f"{where}: expected {what}, found {text!r}")
+        raise InputError(f"{where}: expected {what}, found {text!r}")
     return value
 
 
@@ -237,11 +237,11 @@ def _load_mat(path: Path, keys: Sequence[str], what: str) -> dict:
     try:
         mat = loadmat(str(path), squeeze_me=True)
     except Exception as e:  # scipy raises ValueError, MatReadError, TypeError ... for a file that is not a .mat
-        raise DataToolError(f"{path}: cannot read it as a MATLAB .mat file ({e}); expected {what}") from None
+        raise InputError(f"{path}: cannot read it as a MATLAB .mat file ({e}); expected {what}") from None
     missing = [k for k in keys if k not in mat]
     if missing:
         found = ", ".join(k for k in mat if not k.startswith("__")) or "none"
-        raise DataToolError(f"{path}: has no variable {missing[0]!r} (found: {found}); expected {what}")
+        raise InputError(f"{path}: has no variable {missing[0]!r} (found: {found}); expected {what}")
     return {k: np.atleast_1d(mat[k]) for k in keys}
 
 
@@ -252,7 +252,7 @@ def _struct_rows(path: Path, array: Any, fields: Sequence[str], what: str) -> li
         hint = ""
         if "class" in missing and path.name == "cars_test_annos.mat":
             hint = " (this is the unlabelled test file; the labels are in cars_test_annos_withlabels.mat)"
-        raise DataToolError(f"{path}: the struct has no field {missing[0]!r} (fields: {', '.join(names) or 'none'})"
+        raise InputError(f"{path}: the struct has no field {missing[0]!r} (fields: {', '.join(names) or 'none'})"
                             f"{hint}; expected {what}")
     return [{f: rec[f] for f in fields} for rec in array]
 
@@ -262,9 +262,9 @@ def _class_index(value: Any, n: int, where: str) -> int:
     try:
         k = int(value)
     except (TypeError, ValueError):
-        raise DataToolError(f"{where}: expected a class id 1..{n}, found {value!r}") from None
+        raise InputError(f"{where}: expected a class id 1..{n}, found {value!r}") from None
     if not 1 <= k <= n:
-        raise DataToolError(f"{where}: class id {k} is outside 1..{n} (the number of classes)")
+        raise InputError(f"{where}: class id {k} is outside 1..{n} (the number of classes)")
     return k - 1
 
 
@@ -337,7 +337,7 @@ def read_cub(root: Path, crop_bbox: bool = False) -> Layout:
     class_rows = table("classes", 2)
     ids = sorted(class_rows)
     if ids != list(range(1, len(ids) + 1)):
-        raise DataToolError(f"{paths['classes'][0]}: expected class ids 1..{len(ids)} in order, found {ids[:5]}...")
+        raise InputError(f"{paths['classes'][0]}: expected class ids 1..{len(ids)} in order, found {ids[:5]}...")
     classes = [class_rows[k][1][0] for k in ids]
     labels, splits = table("labels", 2), table("split", 2)
     boxes = table("boxes", 5) if crop_bbox else {}
@@ -345,12 +345,12 @@ def read_cub(root: Path, crop_bbox: bool = False) -> Layout:
     for image_id, (where, (rel,)) in sorted(table("images", 2).items()):
         for role, t in (("labels", labels), ("split", splits)):
             if image_id not in t:
-                raise DataToolError(f"{paths[role][0]}: has no line for image {image_id} ({where}); "
+                raise InputError(f"{paths[role][0]}: has no line for image {image_id} ({where}); "
                                     f"expected one {paths[role][1]} line per image")
         lwhere, (label,) = labels[image_id]
         swhere, (flag,) = splits[image_id]
         if flag not in ("0", "1"):
-            raise DataToolError(f"{swhere}: expected 1 (train) or 0 (test), found {flag!r}")
+            raise InputError(f"{swhere}: expected 1 (train) or 0 (test), found {flag!r}")
         box, reason = None, ""
         if crop_bbox:
             if image_id in boxes:
@@ -381,7 +381,7 @@ def read_aircraft(root: Path, crop_bbox: bool = False, trainval: bool = False) -
     try:
         classes = [line.strip() for line in variants.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise DataToolError(f"{variants}: cannot read it as UTF-8 text ({e}); expected one variant per line") from None
+        raise InputError(f"{variants}: cannot read it as UTF-8 text ({e}); expected one variant per line") from None
     index = {c: k for k, c in enumerate(classes)}
     boxes: dict[str, tuple[str, list[str]]] = {}
     files = {"classes": str(variants), **{f"{s} list": str(p) for s, p in lists.items()}}
@@ -395,7 +395,7 @@ def read_aircraft(root: Path, crop_bbox: bool = False, trainval: bool = False) -
         for n, (image_id, variant) in _read_lines(path, 2, "'<image id> <variant name>'"):
             where = f"{path}:{n}"
             if variant not in index:
-                raise DataToolError(f"{where}: variant {variant!r} is not in {variants}")
+                raise InputError(f"{where}: variant {variant!r} is not in {variants}")
             box, reason = None, ""
             if crop_bbox:
                 if image_id in boxes:
@@ -422,7 +422,7 @@ def _voc_box(path: Path) -> tuple[Optional[Box], str]:
     try:
         coords = [bndbox.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr]
         return _box_1based(*coords, str(path)), ""
-    except (AttributeError, DataToolError):
+    except (AttributeError, InputError):
         return None, f"annotation {path} has no <object><bndbox> with xmin, ymin, xmax, ymax"
 
 
@@ -442,7 +442,7 @@ def read_stanford_dogs(root: Path, crop_bbox: bool = False) -> Layout:
     for split, path in lists.items():
         mat = _load_mat(path, keys, f"cell arrays {', '.join(repr(k) for k in keys)}")
         if len(mat["file_list"]) != len(mat["labels"]):
-            raise DataToolError(f"{path}: 'file_list' has {len(mat['file_list'])} entries but 'labels' "
+            raise InputError(f"{path}: 'file_list' has {len(mat['file_list'])} entries but 'labels' "
                                 f"{len(mat['labels'])}; expected one label per file")
         for n, (rel, label) in enumerate(zip(mat["file_list"], mat["labels"]), 1):
             ann = str(mat["annotation_list"][n - 1]) if crop_bbox else ""
@@ -452,15 +452,15 @@ def read_stanford_dogs(root: Path, crop_bbox: bool = False) -> Layout:
     for _split, where, rel, label, _ann in entries:
         k = _number(str(label), where, "a label id 1, 2, ...") - 1
         if k < 0:
-            raise DataToolError(f"{where}: expected a label id 1, 2, ..., found {label!r}")
+            raise InputError(f"{where}: expected a label id 1, 2, ..., found {label!r}")
         folder = rel.replace("\\", "/").split("/")[0]
         if names.setdefault(k, folder) != folder:
-            raise DataToolError(f"{where}: label {k + 1} is {names[k]!r} elsewhere but {folder!r} here; expected "
+            raise InputError(f"{where}: label {k + 1} is {names[k]!r} elsewhere but {folder!r} here; expected "
                                 f"one breed folder per label")
     ids = sorted(names)
     if ids != list(range(len(ids))):
         missing = sorted(set(range(max(ids) + 1)) - set(ids)) if ids else [0]
-        raise DataToolError(f"{lists['train']}: no image has label {missing[0] + 1}; expected labels 1..{len(ids)}")
+        raise InputError(f"{lists['train']}: no image has label {missing[0] + 1}; expected labels 1..{len(ids)}")
     classes = [names[k] for k in ids]
     samples = []
     for split, where, rel, label, ann in entries:
@@ -637,16 +637,16 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
     Images are hard links (``copy``: copies); FGVC-Aircraft images and, with ``crop_bbox``, every image are
     new JPEGs (``quality``) cropped to the box and/or above the banner. ``trainval`` merges FGVC-Aircraft's train
     and val. A listed image that is missing or not an image is skipped and reported; counts that differ from the
-    published ones are logged as a warning. With ``strict`` either is a :class:`DataToolError` raised before
+    published ones are logged as a warning. With ``strict`` either is a :class:`InputError` raised before
     anything is written (an image that fails to decode while cropping: :class:`UnreadableImageError`).
     ``overwrite`` replaces the train/, val/ and test/ folders of a non-empty output folder; an interrupted run
     with the same settings is completed without it.
     """
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     name = benchmark_name(name)
     if not 1 <= quality <= 100:
-        raise DataToolError(f"--quality {quality}: expected a JPEG quality from 1 to 100")
+        raise InputError(f"--quality {quality}: expected a JPEG quality from 1 to 100")
     src_root, out = Path(source), Path(output_dir)
     settings = {"dataset": name, "source": str(src_root.resolve()), "copy": copy, "trainval": trainval,
                 "crop_bbox": crop_bbox, "quality": quality}
@@ -662,7 +662,7 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
         real, reason = (None, s.reason) if s.reason else _check_source(s.source, out_resolved)
         if real is None:
             if strict:
-                raise DataToolError(f"{s.source}: {reason} (--strict)")
+                raise InputError(f"{s.source}: {reason} (--strict)")
             skipped.append(SkippedFile(s.source, reason))
         else:
             usable.append((s, real))
@@ -679,7 +679,7 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
     if mismatches:
         message = f"{src_root}: {'; '.join(mismatches)}; is it a complete copy of {BENCHMARKS[name].title}?"
         if strict:
-            raise DataToolError(message + " (--strict)")
+            raise InputError(message + " (--strict)")
         LOG.warning("%s", message)
 
     # 3. The output folder, then one job per image; destination names are sanitised and made unique.

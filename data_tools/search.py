@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
 
-from data_tools.common import DataToolError, Progress, split_folders, track
+from data_tools.parallel import Progress, track
 from data_tools.search_backends import BACKENDS, DEFAULT_SOURCE, make_backend  # noqa: F401
 from data_tools.search_backends.base import (  # noqa: F401  (re-exported)
     OUTPUT_FIELDS,
@@ -43,6 +43,8 @@ from data_tools.search_backends.google import (  # noqa: F401  (re-exported: the
     PAGE_SIZE,
     SearchClient,
 )
+from ws_dan.common.dataset_folders import split_folders
+from ws_dan.common.io import InputError
 
 LOG = logging.getLogger(__name__)
 
@@ -57,26 +59,26 @@ def class_names(data_dir) -> list[str]:
     """The class folder names of ``data_dir`` (a split such as train/, or a dataset root: then its train/)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataToolError(f"{data_dir}: expected a folder of class folders (e.g. my_cars/train), found "
+        raise InputError(f"{data_dir}: expected a folder of class folders (e.g. my_cars/train), found "
                             f"{'nothing (the path does not exist)' if not data_dir.exists() else 'a file'}")
     splits = split_folders(data_dir)
     if splits:
         train = [p for p in splits if p.name.lower() == "train"]
         if not train:
-            raise DataToolError(f"{data_dir}: holds split folders ({', '.join(p.name for p in splits)}) but no "
+            raise InputError(f"{data_dir}: holds split folders ({', '.join(p.name for p in splits)}) but no "
                                 f"train/; pass the split whose class folders to search for")
         LOG.info("%s: using the class folders of %s", data_dir, train[0])
         data_dir = train[0]
     names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
-        raise DataToolError(f"{data_dir}: has no class sub-folders (expected {data_dir}/<class>/)")
+        raise InputError(f"{data_dir}: has no class sub-folders (expected {data_dir}/<class>/)")
     return names
 
 
 def make_query(template: str, class_name: str) -> str:
     """The query for a class: ``template`` with ``{class}`` replaced by the class name (underscores as spaces)."""
     if "{class}" not in template:
-        raise DataToolError(f"--query-template {template!r}: expected a template containing {{class}}, e.g. "
+        raise InputError(f"--query-template {template!r}: expected a template containing {{class}}, e.g. "
                             f"'{{class}} exterior photo'")
     return " ".join(template.replace("{class}", class_name.replace("_", " ")).split())
 
@@ -91,7 +93,7 @@ def _read_previous(output: Path) -> tuple[dict, list[dict]]:
     """The classes of an earlier run's report and its rows; ``({}, [])`` with one warning when either cannot be
     read (truncated, binary, not UTF-8, wrong shape): the run then searches every class again, since the report
     is the only record of which classes finished, and the CSV is rewritten from scratch."""
-    from ws_dan.io import read_csv_rows
+    from ws_dan.common.io import read_csv_rows
 
     rp = report_path(output)
     if not rp.is_file():
@@ -121,23 +123,23 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
     answer leaves its class incomplete (``summary["classes_incomplete"]``). Raises :class:`SearchError` for
     refusals retrying cannot fix (after writing what was found).
     """
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     backends = [client] if isinstance(client, SearchBackend) else list(client)
     if not backends:
-        raise DataToolError("no search source given")
+        raise InputError("no search source given")
     limit = max(b.max_results for b in backends)
     if not 1 <= per_class <= limit:
-        raise DataToolError(f"--per-class {per_class}: expected 1 to {limit} (the API's limit per query)")
+        raise InputError(f"--per-class {per_class}: expected 1 to {limit} (the API's limit per query)")
     names = list(classes) if classes is not None else class_names(data_dir)
     queries = {c: make_query(template, c) for c in names}
     sources = [b.describe_settings() for b in backends]
     output = Path(output)
     if output.is_dir():
-        raise DataToolError(f"{output}: expected a CSV file name for the URL list, found a folder")
+        raise InputError(f"{output}: expected a CSV file name for the URL list, found a folder")
     if data_dir is not None and Path(data_dir).resolve() in output.resolve().parents:
         # A CSV inside the class folders would be scanned (and skipped) by every tool as a stray file.
-        raise DataToolError(f"{output}: would be written inside the dataset folder {data_dir}; choose a path "
+        raise InputError(f"{output}: would be written inside the dataset folder {data_dir}; choose a path "
                             f"outside it")
     rows: list[dict] = []
     report: dict = {"classes": {}}
@@ -153,7 +155,7 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
             report["classes"] = {c: old[c] for c in done}
             LOG.info("resuming: %d class(es) already searched", len(done))
         elif not overwrite:
-            raise DataToolError(f"{output}: exists; pass --resume to continue an interrupted search or --overwrite "
+            raise InputError(f"{output}: exists; pass --resume to continue an interrupted search or --overwrite "
                                 f"to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
 

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Optional
 
 from data_tools.parallel import Progress, parallel_map, track
-from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
-from ws_dan.io import InputError as DataToolError
-from ws_dan.io import sha256_file
-from ws_dan.layout import DatasetImage, scan_dataset, split_folders, sub_folders
-from ws_dan.outputs import (
+from ws_dan.common.dataset_folders import DatasetImage, scan_dataset, split_folders, sub_folders
+from ws_dan.common.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
+from ws_dan.common.io import InputError as InputError
+from ws_dan.common.io import sha256_file
+from ws_dan.common.outputs import (
     copy_file,
     finish_output_dir,
     output_path,
@@ -65,14 +65,14 @@ def collect_sources(sources: Sequence, empty: Optional[list] = None) -> tuple[li
     appended to ``empty`` (when given).
     """
     if not sources:
-        raise DataToolError("no --source folder given; expected one or more folders of class folders")
+        raise InputError("no --source folder given; expected one or more folders of class folders")
     items: list[DatasetImage] = []
     skipped: list[SkippedFile] = []
     for src in sources:
         src = Path(src)
         if not src.is_dir():
             what = "nothing (the path does not exist)" if not src.exists() else "a file"
-            raise DataToolError(f"{src}: expected a folder of class folders (<class>/<images>), found {what}")
+            raise InputError(f"{src}: expected a folder of class folders (<class>/<images>), found {what}")
         for folder in split_folders(src) or [src]:
             found, skip = scan_dataset(folder, splits=False)
             skipped += skip
@@ -85,7 +85,7 @@ def collect_sources(sources: Sequence, empty: Optional[list] = None) -> tuple[li
                 else:
                     items.append(img)
     if not items:
-        raise DataToolError(f"{', '.join(map(str, sources))}: no images in class folders found "
+        raise InputError(f"{', '.join(map(str, sources))}: no images in class folders found "
                             f"(expected <source>/<class>/<image>)")
     return items, skipped
 
@@ -108,7 +108,7 @@ def assign_splits(labels: Sequence[str], units: Sequence[Sequence[int]], test_ra
     assignment per image and one row per class (total, train, test, note).
     """
     if not 0.0 < test_ratio < 1.0:
-        raise DataToolError(f"--test-ratio {test_ratio}: expected a fraction between 0 and 1, e.g. 0.25")
+        raise InputError(f"--test-ratio {test_ratio}: expected a fraction between 0 and 1, e.g. 0.25")
     by_class: dict[str, list[list[int]]] = {}
     for unit in units:
         unit = sorted(unit)
@@ -155,18 +155,18 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     """Write a stratified split of the images in ``sources`` to ``output_dir``/{train,test}/<class>/.
 
     ``check`` decodes every image and leaves out (and lists) the unreadable ones; ``strict`` raises
-    :class:`~ws_dan.images.UnreadableImageError` at the first instead. ``group_duplicates`` keeps
+    :class:`~ws_dan.common.images.UnreadableImageError` at the first instead. ``group_duplicates`` keeps
     near-duplicates (distance ``threshold``, data_tools.dedupe's default when None) on one side. An existing,
     non-empty ``output_dir`` is refused unless ``overwrite`` (which replaces its train/ and test/ folders) or it
     holds an interrupted run with the same settings, which is then completed.
     """
     from data_tools import dedupe
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     threshold = dedupe.DEFAULT_THRESHOLD if threshold is None else threshold
     dedupe.check_threshold(threshold)
     if train_name == test_name:
-        raise DataToolError(f"the train and test folder names must differ (both {train_name!r})")
+        raise InputError(f"the train and test folder names must differ (both {train_name!r})")
     out = Path(output_dir)
     settings = {"sources": [str(Path(s).resolve()) for s in sources], "test_ratio": test_ratio, "seed": seed,
                 "group_duplicates": group_duplicates, "threshold": threshold if group_duplicates else None,

@@ -1,6 +1,6 @@
 """Dataset statistics per split and class: counts, image sizes, small images, formats; two PNG charts.
 
-Sizes come from the file headers (:func:`~ws_dan.images.read_image_info`, EXIF orientation applied), so a
+Sizes come from the file headers (:func:`~ws_dan.common.images.read_image_info`, EXIF orientation applied), so a
 dataset of 16,000 photos is measured in seconds; run validate_images.py to decode every file. "Small" means an
 area under ``area_threshold`` pixels (default 128 x 256 = 32,768), the size under which the reference project
 super-resolved an image before classifying it.
@@ -17,8 +17,11 @@ from typing import Optional
 
 import numpy as np
 
-from data_tools.common import DataToolError, Progress, finish_output_dir, parallel_map, prepare_output_dir, scan_dataset
-from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, read_image_info
+from data_tools.parallel import Progress, parallel_map
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, read_image_info
+from ws_dan.common.io import InputError
+from ws_dan.common.outputs import finish_output_dir, prepare_output_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -90,10 +93,11 @@ def _flat_row(split: str, label: str, s: dict) -> dict:
 
 def collect_records(data_dir, workers: Optional[int] = None, progress: Progress = False, strict: bool = False,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    """Header facts of every image under ``data_dir`` (layouts as :func:`~data_tools.common.scan_dataset`)."""
+    """Header facts of every image under ``data_dir`` (layouts as
+    :func:`~ws_dan.common.dataset_folders.scan_dataset`)."""
     images, skipped = scan_dataset(data_dir)
     if not images:
-        raise DataToolError(f"{data_dir}: expected images (in <split>/<class>/ or <class>/ folders), found none")
+        raise InputError(f"{data_dir}: expected images (in <split>/<class>/ or <class>/ folders), found none")
     records = []
     for img, info in zip(images, parallel_map(partial(_info_worker, max_pixels=max_pixels),
                                               [i.path for i in images], workers=workers, progress=progress,
@@ -112,10 +116,10 @@ def dataset_stats(data_dir, output_dir, area_threshold: int = DEFAULT_AREA_THRES
     """Measure ``data_dir`` and write to ``output_dir``: ``stats_per_class.csv`` (one row per split and class,
     plus a row per split with class ``*``), ``image_sizes.csv`` (one row per image), ``stats.json``,
     ``size_histogram.png`` and ``class_balance.png``. Returns the content of stats.json."""
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     if area_threshold <= 0:
-        raise DataToolError(f"--area-threshold {area_threshold}: expected a positive number of pixels")
+        raise InputError(f"--area-threshold {area_threshold}: expected a positive number of pixels")
     data_dir, out = Path(data_dir), Path(output_dir)
     records, skipped = collect_records(data_dir, workers, progress, strict)
     prepare_output_dir(out, [data_dir], overwrite=overwrite, tool="dataset_stats",
@@ -164,7 +168,7 @@ def plot_size_histogram(records: Sequence[ImageRecord], path, area_threshold: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ws_dan.io import atomic_write
+    from ws_dan.common.io import atomic_write
 
     splits = sorted({r.split for r in records})
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
@@ -196,7 +200,7 @@ def plot_class_balance(counts: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ws_dan.io import atomic_write
+    from ws_dan.common.io import atomic_write
 
     classes = sorted({c for per in counts.values() for c in per},
                      key=lambda c: (-sum(per.get(c, 0) for per in counts.values()), c))

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from data_tools.common import DataToolError
 from data_tools.licenses import LICENSE_FIELDS
+from ws_dan.common.io import InputError
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def safe_folder_name(name: str) -> str:
     Path separators and control characters become ``_``, every ``..`` becomes ``_``, leading and trailing dots and
     spaces go (a leading dot would also hide the folder from every scan); on Windows the characters it forbids
     and its reserved device names are escaped too. Very long names are shortened with a hash suffix. Raises
-    :class:`DataToolError` when nothing usable is left.
+    :class:`InputError` when nothing usable is left.
     """
     text = unicodedata.normalize("NFC", str(name)).strip()
     text = _SEPARATORS.sub("_", text)
@@ -71,7 +71,7 @@ def safe_folder_name(name: str) -> str:
         text = text.replace("..", "_")
     text = text.strip(". ")
     if not text:
-        raise DataToolError(f"class name {name!r}: nothing is left for a folder name once path separators and "
+        raise InputError(f"class name {name!r}: nothing is left for a folder name once path separators and "
                             f"dots are removed; give the class a name with letters or digits")
     if text.split(".")[0].upper() in _WINDOWS_RESERVED:
         text = "_" + text
@@ -112,7 +112,7 @@ def read_url_list(path, default_class: Optional[str] = None) -> list[UrlItem]:
       (then ``default_class``); empty lines and lines starting with ``#`` are ignored.
     * Folder: every ``<class>.txt`` in it (not recursive), one URL per line.
 
-    Raises :class:`DataToolError` naming the file (and line) for a missing input, a CSV without the columns, a
+    Raises :class:`InputError` naming the file (and line) for a missing input, a CSV without the columns, a
     line without a class, or no URL at all. The URLs are not checked here (a bad one becomes a failed row).
     """
     path = Path(path)
@@ -121,7 +121,7 @@ def read_url_list(path, default_class: Optional[str] = None) -> list[UrlItem]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".txt"
                        and not p.name.startswith("."))
         if not files:
-            raise DataToolError(f"{path}: expected a folder with one <class>.txt file of URLs per class; found no "
+            raise InputError(f"{path}: expected a folder with one <class>.txt file of URLs per class; found no "
                                 f".txt file")
         for f in files:
             for n, line in enumerate(_read_text(f).splitlines(), 1):
@@ -138,7 +138,7 @@ def read_url_list(path, default_class: Optional[str] = None) -> list[UrlItem]:
         if url_col is not None and "://" not in first:
             class_col = _find_column(header, CLASS_COLUMNS)
             if class_col is None and default_class is None:
-                raise DataToolError(f"{path}: CSV has a URL column but no class column (expected one of "
+                raise InputError(f"{path}: CSV has a URL column but no class column (expected one of "
                                     f"{', '.join(CLASS_COLUMNS)}; found {', '.join(header)})")
             reader = csv.reader(io.StringIO(text.lstrip("\r\n")), delimiter=delimiter)  # quoted newlines stay
             next(reader)
@@ -159,10 +159,10 @@ def read_url_list(path, default_class: Optional[str] = None) -> list[UrlItem]:
                 url, label = _split_line(line)
                 items.append(_item(url, label or default_class, f"{path}:{n}"))
     else:
-        raise DataToolError(f"{path}: expected a CSV or text file of image URLs, or a folder of <class>.txt files; "
+        raise InputError(f"{path}: expected a CSV or text file of image URLs, or a folder of <class>.txt files; "
                             f"found {'nothing (the path does not exist)' if not path.exists() else 'something else'}")
     if not items:
-        raise DataToolError(f"{path}: no URLs found")
+        raise InputError(f"{path}: no URLs found")
     _check_folder_collisions(items)
     return items
 
@@ -172,17 +172,17 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DataToolError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise InputError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); save it as UTF-8") from None
 
 
 def _item(url: str, label: Optional[str], source: str, meta: Optional[dict] = None) -> UrlItem:
     if not label:
-        raise DataToolError(f"{source}: no class for {url!r} (expected 'URL CLASS', a class column, or a "
+        raise InputError(f"{source}: no class for {url!r} (expected 'URL CLASS', a class column, or a "
                             f"<class>.txt file name)")
     try:
         folder = safe_folder_name(label)
-    except DataToolError as e:
-        raise DataToolError(f"{source}: {e}") from None
+    except InputError as e:
+        raise InputError(f"{source}: {e}") from None
     if folder.lower() in RESERVED_NAMES:  # the reports live beside the class folders
         folder += "_"
     return UrlItem(url, label, folder, source, dict(meta or {}))
@@ -194,7 +194,7 @@ def _check_folder_collisions(items: Sequence[UrlItem]) -> None:
     for it in items:
         other = owner.setdefault(it.folder.lower(), it.label)
         if other != it.label:
-            raise DataToolError(f"{it.source}: classes {other!r} and {it.label!r} would share the folder "
+            raise InputError(f"{it.source}: classes {other!r} and {it.label!r} would share the folder "
                                 f"{it.folder!r}; rename one of them")
     renamed = sorted({(it.label, it.folder) for it in items if it.label != it.folder})
     for label, folder in renamed[:10]:

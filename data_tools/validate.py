@@ -11,7 +11,7 @@ Each file is listed with a status:
 With ``fix``, ``output_dir/fixed/`` receives a copy of the dataset a training run can use as it is: readable
 JPEGs copied unchanged (or hard-linked with ``link``: a symlinked JPEG is linked as the real file, never as a
 link), every other readable image re-encoded to an upright RGB JPEG (``name.jpg``, transparency
-over white, as :func:`~ws_dan.images.open_image` decodes it), unreadable files and non-images left out.
+over white, as :func:`~ws_dan.common.images.open_image` decodes it), unreadable files and non-images left out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 from data_tools.parallel import Progress, parallel_map
-from ws_dan.images import (
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     UnreadableImageError,
@@ -31,9 +32,8 @@ from ws_dan.images import (
     read_image_info,
     sniff_format,
 )
-from ws_dan.io import InputError as DataToolError
-from ws_dan.layout import scan_dataset
-from ws_dan.outputs import (
+from ws_dan.common.io import InputError as InputError
+from ws_dan.common.outputs import (
     copy_file,
     finish_output_dir,
     output_path,
@@ -121,16 +121,16 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
     """Check every file under ``data_dir``; write ``validation.csv`` and ``validation_report.json`` to
     ``output_dir``, and with ``fix`` the clean copy in ``output_dir/fixed/``. Returns the summary.
 
-    ``strict`` raises :class:`~data_tools.common.DataToolError` at the first unreadable file or non-image.
+    ``strict`` raises :class:`~ws_dan.common.io.InputError` at the first unreadable file or non-image.
     """
-    from ws_dan.io import write_csv, write_json
+    from ws_dan.common.io import write_csv, write_json
 
     if not 1 <= quality <= 100:
-        raise DataToolError(f"--quality {quality}: expected 1 to 100")
+        raise InputError(f"--quality {quality}: expected 1 to 100")
     data_dir, out = Path(data_dir), Path(output_dir)
-    images, skipped = scan_dataset(data_dir)  # raises DataToolError for a missing folder
+    images, skipped = scan_dataset(data_dir)  # raises InputError for a missing folder
     if not images and not skipped:
-        raise DataToolError(f"{data_dir}: the folder holds no files")
+        raise InputError(f"{data_dir}: the folder holds no files")
     settings = {"data_dir": str(data_dir.resolve()), "fix": fix, "min_side": min_side, "quality": quality}
     resuming = prepare_output_dir(out, [data_dir], overwrite=overwrite, tool="validate_images", settings=settings)
     # Non-images too: find_images already sniffed them, check_file gives them the same row format.
@@ -139,7 +139,7 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
     for c in parallel_map(partial(check_file, min_side=min_side), files, workers=workers, progress=progress,
                           desc="checking"):
         if strict and c.status in ("unreadable", "not_image"):
-            raise DataToolError(f"{c.path}: {c.issues[0]} (--strict)")
+            raise InputError(f"{c.path}: {c.issues[0]} (--strict)")
         checks.append(c)
 
     fixed_as: dict[Path, str] = {}

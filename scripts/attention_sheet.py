@@ -4,8 +4,8 @@ crops, and how often that crop keeps the vehicle rather than background.
     python scripts/attention_sheet.py -c runs/x/last.pt --data-dir ../shared/data/cars_dev/test \
         --judge-weights ../shared/data/weights/mobilenet_v2-b0353104.pth --output docs/attention_cars_dev.png
 
-The judge is an independent ImageNet MobileNetV2 (ws_dan.attention_check): a crop keeps the vehicle when one of
-its top-5 ImageNet classes is a vehicle or a vehicle part. The same-size box at the image centre and at a random
+The judge is an independent ImageNet MobileNetV2 (ws_dan.evaluation.attention_check): a crop keeps the vehicle when
+one of its top-5 ImageNet classes is a vehicle or a vehicle part. The same-size box at the image centre and at a random
 place are the controls. Writes the PNG and, next to it, a JSON of the fractions.
 """
 
@@ -41,14 +41,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     import torch
 
-    from ws_dan.attention_check import crop_check, imagenet_judge
-    from ws_dan.backbones import PretrainedWeightsError
-    from ws_dan.checkpoint import CheckpointError, model_from_checkpoint
-    from ws_dan.data import DatasetError, build_transform, class_folder_samples
-    from ws_dan.images import open_image
-    from ws_dan.io import write_json
-    from ws_dan.plots import save_contact_sheet
-    from ws_dan.utils import fail
+    from ws_dan.common.images import open_image
+    from ws_dan.common.io import write_json
+    from ws_dan.common.runtime import fail
+    from ws_dan.data.datasets import DatasetError, build_transform, class_folder_samples
+    from ws_dan.evaluation.attention_check import crop_check, imagenet_judge
+    from ws_dan.evaluation.plots import save_contact_sheet
+    from ws_dan.models.backbones import PretrainedWeightsError
+    from ws_dan.models.checkpoint import CheckpointError, model_from_checkpoint
 
     if args.peak_area is not None and not 0 < args.peak_area <= 1:
         fail(f"--peak-area {args.peak_area}: expected a share of the image in (0, 1]")

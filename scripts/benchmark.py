@@ -61,10 +61,10 @@ def measure_variant(args: argparse.Namespace, variant: str) -> dict:
     """images/s of a WS-DAN step, 3 plain steps and a prediction step, and peak memory, for one variant."""
     import torch
 
-    from ws_dan.benchmark import current_rss_bytes, peak_rss_bytes, random_batch, time_per_call
-    from ws_dan.engine import StepConfig, baseline_step, train_step
-    from ws_dan.model import ModelConfig, create_model
-    from ws_dan.utils import amp_dtype, resolve_device
+    from ws_dan.common.benchmark import current_rss_bytes, peak_rss_bytes, random_batch, time_per_call
+    from ws_dan.common.runtime import amp_dtype, resolve_device
+    from ws_dan.models.wsdan import ModelConfig, create_model
+    from ws_dan.training.engine import StepConfig, baseline_step, train_step
 
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -137,8 +137,8 @@ def bench_crop(args: argparse.Namespace, device) -> list[dict]:
     import torch.nn.functional as F
     from torchvision.ops import roi_align
 
-    from ws_dan.attention import attention_crop_boxes, crop_and_resize
-    from ws_dan.benchmark import time_per_call
+    from ws_dan.common.benchmark import time_per_call
+    from ws_dan.models.attention import attention_crop_boxes, crop_and_resize
 
     torch.manual_seed(0)
     b, s = args.crop_batch, args.crop_size
@@ -182,8 +182,8 @@ def bench_loader(args: argparse.Namespace) -> list[dict]:
     import tempfile
 
     from data_tools.downsample import downsample_dataset
-    from ws_dan.augment import build_train_transform
-    from ws_dan.data import ImageDataset, make_loader, unlabeled_samples
+    from ws_dan.data.augment import build_train_transform
+    from ws_dan.data.datasets import ImageDataset, make_loader, unlabeled_samples
 
     src = Path(args.loader_dir)
     if not src.is_dir():
@@ -215,8 +215,8 @@ def main(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from ws_dan.benchmark import markdown_table as _table
-    from ws_dan.utils import resolve_device
+    from ws_dan.common.benchmark import markdown_table as _table
+    from ws_dan.common.runtime import resolve_device
 
     if args.one:
         print(json.dumps(measure_variant(args, args.one)))

@@ -55,24 +55,24 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from data_tools.common import DataToolError
-    from ws_dan.utils import default_workers, fail, setup_logging
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import default_workers, fail, setup_logging
 
     setup_logging()
     workers = args.workers or default_workers()
     out = Path(args.output_dir)
     report: dict = {"workers": workers}
     try:
-        from ws_dan.outputs import check_not_nested
+        from ws_dan.common.outputs import check_not_nested
 
         check_not_nested(out, list(args.data_dir) + list(args.speed_dirs))
         quality = _quality(args, out, workers, report) if "quality" in args.parts else {}
         speed = _speed(args, workers) if "speed" in args.parts else []
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     report["speed"] = speed
     _comparison(args, quality, speed, report)
-    from ws_dan.io import write_json
+    from ws_dan.common.io import write_json
 
     write_json(out / "benchmark_dedupe.json", report)
     print(f"report: {out / 'benchmark_dedupe.json'}")
@@ -80,8 +80,8 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def _sources(folders):
-    from ws_dan.layout import scan_dataset
-    from ws_dan.utils import fail
+    from ws_dan.common.dataset_folders import scan_dataset
+    from ws_dan.common.runtime import fail
 
     images = []
     for d in folders:
@@ -104,8 +104,8 @@ def _quality(args, out: Path, workers: int, report: dict) -> dict:
         make_altered_copies,
         time_search,
     )
-    from ws_dan.tables import format_table
-    from ws_dan.utils import fail
+    from ws_dan.common.runtime import fail
+    from ws_dan.common.tables import format_table
 
     log = logging.getLogger("benchmark_dedupe")
     sources, origin = [], []
@@ -202,7 +202,7 @@ _LABELS = {"draft": "this finder: draft decode, digests on demand (4 hashes x 2 
 
 def _comparison(args, quality: dict, speed: list, report: dict) -> None:
     """The side-by-side table: end-to-end speed on the real photos and quality on the altered copies."""
-    from ws_dan.tables import format_table
+    from ws_dan.common.tables import format_table
 
     by = {r["method"]: r for r in speed}
     methods = [m for m in ("draft", "old", "imagededup") if m in by or m in quality]

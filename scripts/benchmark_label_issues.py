@@ -20,7 +20,7 @@ import argparse
 
 from data_tools.label_noise import MODES
 from data_tools.label_review import training_parser
-from ws_dan.cli_types import positive_int, unit_float
+from ws_dan.common.cli_types import positive_int, unit_float
 
 #: The finders scored (data_tools.label_issues methods); the last is the simple baseline.
 METHODS = ("prune_by_noise_rate", "prune_by_class", "confident_joint_offdiag", "argmax_differs")
@@ -65,11 +65,11 @@ def main(args: argparse.Namespace) -> list[dict]:
 
     from data_tools.label_noise import jaccard, score_methods, write_noisy_copy
     from data_tools.label_review import IMAGES_NAME, PROBS_NAME, find_label_issues_in_folder, train_settings
-    from ws_dan.classification import TrainSetupError
-    from ws_dan.io import InputError, read_csv_rows
-    from ws_dan.tables import format_table
-    from ws_dan.trainer import TrainingError, TrainingInterrupted
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
+    from ws_dan.training.recipe import TrainSetupError
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     setup_logging(verbose=args.verbose)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

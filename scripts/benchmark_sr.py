@@ -76,7 +76,7 @@ def measure(model_name: str, size: tuple[int, int], scale: int, tile: int, overl
 
     from super_resolution.dbpn import build_dbpn
     from super_resolution.inference import super_resolve_image, tile_spans
-    from ws_dan.benchmark import current_rss_bytes, peak_rss_bytes, sync
+    from ws_dan.common.benchmark import current_rss_bytes, peak_rss_bytes, sync
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -138,8 +138,8 @@ def main(args: argparse.Namespace) -> dict:
     """Run every (model, size) pair; prints the table and returns {"rows": [...]}."""
     import multiprocessing as mp
 
-    from ws_dan.io import write_csv
-    from ws_dan.utils import fail, resolve_device
+    from ws_dan.common.io import write_csv
+    from ws_dan.common.runtime import fail, resolve_device
 
     sizes = []
     for text in args.sizes:

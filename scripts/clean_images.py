@@ -49,10 +49,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Score (and quarantine, or undo); returns the summary (also in OUTPUT_DIR/clean_report.json)."""
     from data_tools.clean import clean_images, undo_clean
-    from data_tools.common import DataToolError
-    from ws_dan.checkpoint import CheckpointError
-    from ws_dan.tables import format_table
-    from ws_dan.utils import default_workers, fail, setup_logging
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import default_workers, fail, setup_logging
+    from ws_dan.common.tables import format_table
+    from ws_dan.models.checkpoint import CheckpointError
 
     setup_logging(verbose=args.verbose)
     if args.undo:
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> dict:
             fail("--undo MANIFEST takes no --data-dir / --ckpt-path")
         try:
             counts = undo_clean(args.undo, progress=args.progress)
-        except DataToolError as e:
+        except InputError as e:
             fail(str(e))
         print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
         if counts["problems"]:
@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> dict:
                          quarantine_dir=args.quarantine_dir, batch_size=args.batch_size, workers=workers,
                          device=args.device, contact_max=args.contact_max, progress=args.progress,
                          overwrite=args.overwrite)
-    except (DataToolError, CheckpointError, RuntimeError) as e:
+    except (InputError, CheckpointError, RuntimeError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; moves already made are recorded in {Path(output_dir) / 'quarantine_manifest.csv'} "

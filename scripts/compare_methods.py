@@ -103,7 +103,7 @@ def _split_cars(src: Path, dst: Path, train_per_class: int, test_per_class: int,
     import random
     import shutil
 
-    from ws_dan.images import find_images
+    from ws_dan.common.images import find_images
 
     if (dst / "train").is_dir() and (dst / "test").is_dir():
         return dst
@@ -128,11 +128,11 @@ def attention_on_detail(ckpt: Path, data: Path) -> dict:
     mean normalised attention inside the badge box relative to the whole image (1 = no preference)."""
     import torch
 
-    from ws_dan.attention import attention_crop_boxes, normalized_attention
-    from ws_dan.checkpoint import model_from_checkpoint
-    from ws_dan.data import build_transform
-    from ws_dan.images import open_image
-    from ws_dan.io import read_csv_rows
+    from ws_dan.common.images import open_image
+    from ws_dan.common.io import read_csv_rows
+    from ws_dan.data.datasets import build_transform
+    from ws_dan.models.attention import attention_crop_boxes, normalized_attention
+    from ws_dan.models.checkpoint import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     cfg = model.config
@@ -199,7 +199,7 @@ def run_is_complete(run_dir: Path, argv: list[str], epochs: int) -> bool:
     ``argv`` (every result-affecting flag matches args.json), so it need not be repeated."""
     import json
 
-    from ws_dan.io import read_csv_rows
+    from ws_dan.common.io import read_csv_rows
 
     try:
         rows = read_csv_rows(run_dir / "metrics.csv")
@@ -236,7 +236,7 @@ def _lr_label(lr: float) -> str:
 
 
 def _read_run(run_dir: Path) -> dict:
-    from ws_dan.io import read_csv_rows
+    from ws_dan.common.io import read_csv_rows
 
     rows = read_csv_rows(run_dir / "metrics.csv")
     top1 = [float(r["val_top1"]) for r in rows]
@@ -280,10 +280,10 @@ def photo_predictions(ckpt: Path, test_dir: Path, device: str = "auto", workers:
     """``{photo path relative to test_dir: (label, predicted class)}`` for every readable photo of the
     ``test_dir/<class>/`` folders, by the checkpoint's inference (WS-DAN: raw + attention crop, averaged), with
     the evaluation transform train.py validates with: the same numbers as the run's last validation."""
-    from ws_dan.checkpoint import model_from_checkpoint
-    from ws_dan.data import ImageDataset, build_transform, class_folder_samples, make_loader
-    from ws_dan.engine import predict
-    from ws_dan.utils import resolve_device
+    from ws_dan.common.runtime import resolve_device
+    from ws_dan.data.datasets import ImageDataset, build_transform, class_folder_samples, make_loader
+    from ws_dan.evaluation.inference import predict
+    from ws_dan.models.checkpoint import model_from_checkpoint
 
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
@@ -353,7 +353,7 @@ def hardest_sheet(rows: list[dict], test_dir: Path, path: Path, limit: int = 12)
     """A contact sheet of the ``limit`` photos most runs got wrong (``paired_report``'s rows, hardest first): each
     captioned with its label, how many of all the runs got it wrong and the first method's most common wrong answer
     (per method: per_photo.csv). None when no run erred."""
-    from ws_dan.contact_sheet import contact_sheet
+    from ws_dan.common.contact_sheet import contact_sheet
 
     methods = [k[:-len("_wrong")] for k in rows[0] if k.endswith("_wrong")] if rows else []
 
@@ -372,7 +372,7 @@ def paired_section(best: dict, methods: list[str], out: Path, test_dir: Path, de
                    ) -> list[str]:
     """``--paired``: every run at each method's best rate (``summarize``'s ``best``) photo by photo; writes
     per_photo.csv and hardest.png in ``out`` and returns the lines for table.md (none when no run finished)."""
-    from ws_dan.io import write_csv
+    from ws_dan.common.io import write_csv
 
     photos = {}
     for method in methods:
@@ -392,10 +392,10 @@ def paired_section(best: dict, methods: list[str], out: Path, test_dir: Path, de
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from ws_dan.io import write_csv, write_json
-    from ws_dan.plots import plot_method_curves
-    from ws_dan.run_dir import existing_run_files
-    from ws_dan.utils import fail
+    from ws_dan.common.io import write_csv, write_json
+    from ws_dan.common.run_dir import existing_run_files
+    from ws_dan.common.runtime import fail
+    from ws_dan.evaluation.plots import plot_method_curves
 
     methods = dict(METHODS)
     for spec in args.define:
@@ -552,7 +552,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.paired:
         lines += paired_section(best, args.methods, out, data / "test", args.device, args.workers)
     table = "\n".join(lines) + "\n"
-    from ws_dan.io import atomic_write
+    from ws_dan.common.io import atomic_write
 
     with atomic_write(out / "table.md", "w", encoding="utf-8") as f:
         f.write(table)

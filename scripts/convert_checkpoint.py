@@ -34,9 +34,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> Path:
-    from ws_dan.checkpoint import CheckpointError, save_checkpoint
-    from ws_dan.convert import ConversionError, convert_checkpoint
-    from ws_dan.utils import fail
+    from ws_dan.common.runtime import fail
+    from ws_dan.models.checkpoint import CheckpointError, save_checkpoint
+    from ws_dan.models.convert import ConversionError, convert_checkpoint
 
     names = None
     if args.class_names:

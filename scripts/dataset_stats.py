@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_tools.common import add_job_flags
+from data_tools.flags import add_job_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -30,17 +30,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Measure; returns the content of OUTPUT_DIR/stats.json."""
-    from data_tools.common import DataToolError, format_table
     from data_tools.stats import dataset_stats
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.io import read_csv_rows
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
         s = dataset_stats(args.data_dir, args.output_dir, area_threshold=args.area_threshold, workers=args.workers,
                           progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     rows = []
     for r in read_csv_rows(Path(args.output_dir) / "stats_per_class.csv"):

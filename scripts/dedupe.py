@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from data_tools.common import add_job_flags
+from data_tools.flags import add_job_flags
 
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
@@ -48,11 +48,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (also written to OUTPUT_DIR/dedupe_report.json)."""
-    from data_tools.common import DataToolError
     from data_tools.dedupe import run_dedupe, undo_quarantine
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.tables import format_table
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     if args.undo:
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> dict:
             fail("--undo MANIFEST takes no --data-dir / --reference / --query")
         try:
             counts = undo_quarantine(args.undo, progress=args.progress)
-        except DataToolError as e:
+        except InputError as e:
             fail(str(e))
         print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
         if counts["problems"]:
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> dict:
                                query_dir=args.query, threshold=args.threshold, action=args.action, link=args.link,
                                exact_only=args.exact_only, contact_groups=args.contact_groups, workers=args.workers,
                                progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     except KeyboardInterrupt:
         fail(f"interrupted; rerun the same command to finish {args.output_dir} (a quarantine already started is "

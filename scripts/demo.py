@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ws_dan.cli_types import nonneg_int, positive_int
+from ws_dan.common.cli_types import nonneg_int, positive_int
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -41,7 +41,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def _run_script(name: str, argv: list[str]) -> None:
     """scripts/<name>.py as its own process (a script does not import another), shown as the command a user would
     type; its exit status ends the demo when it fails (130 after Ctrl-C, its own message already printed)."""
-    from ws_dan.utils import fail
+    from ws_dan.common.runtime import fail
 
     print(f"\n$ python scripts/{name}.py {shlex.join(argv)}", flush=True)
     with subprocess.Popen([sys.executable, str(SCRIPTS / f"{name}.py"), *argv]) as child:
@@ -61,7 +61,7 @@ def _run_script(name: str, argv: list[str]) -> None:
 
 def main(args: argparse.Namespace) -> dict:
     from data_tools.synthetic import make_sample_dataset
-    from ws_dan.backbones import PretrainedWeightsError, create_backbone
+    from ws_dan.models.backbones import PretrainedWeightsError, create_backbone
 
     out = Path(args.output_dir)
     data_dir, run_dir, pred_dir = out / "data", out / "run", out / "predictions"

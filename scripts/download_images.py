@@ -76,10 +76,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Download; returns the summary (also written to OUTPUT_DIR/download_report.json)."""
-    from data_tools.common import DataToolError, format_table
     from data_tools.download import USER_AGENT, DownloadSettings, download_images
-    from ws_dan.io import read_csv_rows
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     settings = DownloadSettings(
@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> dict:
         s = download_images(args.urls, args.output_dir, reference=args.reference, settings=settings,
                             default_class=args.class_name, hash_workers=args.hash_workers, progress=args.progress,
                             overwrite=args.overwrite)
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; rerun the same command to finish (what was downloaded is recorded in "

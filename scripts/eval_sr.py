@@ -68,9 +68,9 @@ def main(args: argparse.Namespace) -> dict:
     from super_resolution.inference import super_resolve_image
     from super_resolution.metrics import bicubic_down, bicubic_up, modcrop, psnr_y, ssim_y
     from super_resolution.weights import SRWeightsError, load_sr_model
-    from ws_dan.images import UnreadableImageError, find_images, open_image
-    from ws_dan.io import write_csv, write_json
-    from ws_dan.utils import fail, resolve_device, setup_logging
+    from ws_dan.common.images import UnreadableImageError, find_images, open_image
+    from ws_dan.common.io import write_csv, write_json
+    from ws_dan.common.runtime import fail, resolve_device, setup_logging
 
     log = setup_logging(None, args.verbose)
     hr_dir = Path(args.hr_dir)

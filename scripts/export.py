@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ws_dan.cli_types import positive_int
+from ws_dan.common.cli_types import positive_int
 
 TOLERANCE = 1e-4  # max |p_exported - p_pytorch| accepted by the check (float32 graphs agree to ~1e-6)
 
@@ -31,10 +31,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from ws_dan.checkpoint import CheckpointError, model_from_checkpoint
-    from ws_dan.export import default_output, export_onnx, export_torchscript, max_abs_difference
-    from ws_dan.owned_files import OutputError, check_not_an_input
-    from ws_dan.utils import fail
+    from ws_dan.common.owned_files import OutputError, check_not_an_input
+    from ws_dan.common.runtime import fail
+    from ws_dan.models.checkpoint import CheckpointError, model_from_checkpoint
+    from ws_dan.models.export import default_output, export_onnx, export_torchscript, max_abs_difference
 
     out = args.output if args.output else default_output(args.ckpt_path, args.format)
     try:

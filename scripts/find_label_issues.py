@@ -27,7 +27,7 @@ import argparse
 
 from data_tools.label_issues import METHODS
 from data_tools.label_review import ACTIONS, training_parser
-from ws_dan.cli_types import nonneg_int, positive_int
+from ws_dan.common.cli_types import nonneg_int, positive_int
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -53,11 +53,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Check the labels (or undo a quarantine); returns the summary (also in label_issues_report.json)."""
     from data_tools.label_review import find_label_issues_in_folder, train_settings, undo_label_quarantine
-    from ws_dan.classification import TrainSetupError
-    from ws_dan.io import InputError
-    from ws_dan.tables import format_table
-    from ws_dan.trainer import TrainingError, TrainingInterrupted
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
+    from ws_dan.training.recipe import TrainSetupError
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     setup_logging(verbose=args.verbose)
     if args.undo:

@@ -42,17 +42,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from data_tools.common import DataToolError
     from data_tools.downsample import downsample_dataset
-    from ws_dan.io import atomic_write
-    from ws_dan.utils import fail
+    from ws_dan.common.io import InputError, atomic_write
+    from ws_dan.common.runtime import fail
 
     out = Path(args.output_dir)
     small = out / f"downsampled_{args.size}"
     try:
         downsample_dataset(args.data_dir, small, size=args.size, workers=args.workers, progress=args.progress,
                            overwrite=args.overwrite)
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     common = ["--ckpt-path", args.ckpt_path, "-b", str(args.batch_size), "-j", str(args.workers), "--device",
               args.device, "--csv-labels-path", "folder", "--progress" if args.progress else "--no-progress"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_tools.common import add_job_flags
+from data_tools.flags import add_job_flags
 
 DEFAULT_THRESHOLD = 36  # data_tools.dedupe.DEFAULT_THRESHOLD, repeated so that --help imports nothing heavy
 
@@ -48,18 +48,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Merge; returns the summary (also in OUTPUT_DIR/merge_report.json)."""
-    from data_tools.common import DataToolError
     from data_tools.merge import merge_data, undo_merge
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.io import read_csv_rows
-    from ws_dan.tables import format_table
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     if args.undo:
         try:
             counts = undo_merge(args.undo, progress=args.progress)
-        except DataToolError as e:
+        except InputError as e:
             fail(str(e))
         print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
         if counts["problems"]:
@@ -74,7 +73,7 @@ def main(args: argparse.Namespace) -> dict:
                        also_check=args.also_check, allow_new_classes=args.allow_new_classes, threshold=args.threshold,
                        exact_only=args.exact_only, link=args.link, workers=args.workers, progress=args.progress,
                        strict=args.strict, overwrite=args.overwrite)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     except KeyboardInterrupt:
         fail(f"interrupted; rerun the same command to finish (what was added so far is recorded in "

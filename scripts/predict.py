@@ -8,7 +8,7 @@ Labels come from class folders (D/<class>/...), from a CSV (--csv-labels-path la
 probabilities.npy; with labels also metrics.json, per_class.csv and confusion_matrix.png; with --report also
 report.html (one self-contained page: metrics, tables, confusion matrix, worst errors). Class names come from
 the checkpoint. For up to 20 images, each one's top-k classes are printed too. The work is done by
-ws_dan.prediction (which images, the rows, the files) and ws_dan.engine.predict (the model).
+ws_dan.evaluation.prediction (which images, the rows, the files) and ws_dan.evaluation.inference.predict (the model).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 
 # Only what --help needs is imported here (torchvision, matplotlib... load in main), so --help is quick.
-from ws_dan.cli_types import nonneg_int, positive_int
-from ws_dan.utils import default_workers, str2bool
+from ws_dan.common.cli_types import nonneg_int, positive_int
+from ws_dan.common.runtime import default_workers, str2bool
 
 
 class _CollectInputs(argparse.Action):
@@ -74,7 +74,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def _area(path) -> int:
     """Pixels of an image from its header (0 when unreadable: the loader will skip and report it)."""
-    from ws_dan.images import UnreadableImageError, read_image_info
+    from ws_dan.common.images import UnreadableImageError, read_image_info
 
     try:
         info = read_image_info(path)
@@ -87,13 +87,13 @@ def main(args: argparse.Namespace) -> dict:
     """Predict; returns the metrics (empty without labels)."""
     from pathlib import Path
 
-    from ws_dan.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-    from ws_dan.data import DatasetError, ImageDataset, SkipLog, build_transform, make_loader
-    from ws_dan.engine import predict
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.metrics import classification_report
-    from ws_dan.owned_files import OutputError
-    from ws_dan.prediction import (
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.owned_files import OutputError
+    from ws_dan.common.runtime import amp_dtype, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel
+    from ws_dan.data.datasets import DatasetError, ImageDataset, SkipLog, build_transform, make_loader
+    from ws_dan.evaluation.inference import predict
+    from ws_dan.evaluation.metrics import classification_scores
+    from ws_dan.evaluation.prediction import (
         PRINT_LIMIT,
         PredictionWriter,
         display_path,
@@ -102,7 +102,7 @@ def main(args: argparse.Namespace) -> dict:
         prediction_rows,
         top_classes_lines,
     )
-    from ws_dan.utils import amp_dtype, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel
+    from ws_dan.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     inputs = list(getattr(args, "inputs", None) or []) + list(getattr(args, "paths", None) or [])
     if not inputs:
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
         found = find_inputs(inputs, config.class_names, args.csv_labels_path, args.csv_headings.split(","))
         named_files = [p for p in inputs if Path(p).is_file()] + [args.ckpt_path]
         writer = PredictionWriter(out_dir, args.overwrite, inputs=named_files, scanned_dirs=found.scanned_dirs,
-                                  report=args.report)
+                                  html=args.report)
         log = setup_logging(writer.path("predict.log"), args.verbose, name="ws_dan.predict")
     except (CheckpointError, DatasetError, OutputError) as e:
         fail(str(e))
@@ -170,21 +170,21 @@ def main(args: argparse.Namespace) -> dict:
     paths = [dataset.samples[i][0] for i in result.indices]
     rows = prediction_rows([display_path(p, found.root) for p in paths], result.probabilities, names, args.topk,
                            result.targets if labelled else None)
-    report = metrics = None
+    scores = metrics = None
     if labelled and args.do_eval and rows:
-        report = classification_report(result.targets, result.probabilities, names)
+        scores = classification_scores(result.targets, result.probabilities, names)
         extra = {"checkpoint": str(args.ckpt_path),
                  "data_dir": str(args.data_dir) if len(inputs) == 1 else [str(p) for p in inputs]}
         if args.sr_model:
             extra.update(sr_model=str(args.sr_model), super_resolved_images=n_small)
-        metrics = metrics_record(report, len(rows), len(skip_log), **extra)
-    writer.write(rows, result.probabilities, report, metrics, names)
+        metrics = metrics_record(scores, len(rows), len(skip_log), **extra)
+    writer.write(rows, result.probabilities, scores, metrics, names)
     row_of = {int(idx): r for idx, r in zip(result.indices, rows)}
     try:
         for n, (idx, attention) in enumerate(result.attention):
             writer.heatmap(n, dataset.samples[idx][0], attention, row_of[int(idx)])
         if args.report:
-            writer.report(model, dataset, result, names, [r["image"] for r in rows], report, metrics, device=device,
+            writer.write_html(model, dataset, result, names, [r["image"] for r in rows], scores, metrics, device=device,
                           amp_dtype=dtype, batch_size=args.batch_size, thetas=args.tta_thetas if args.tta else None,
                           flip=args.tta)
     except OutputError as e:

@@ -26,17 +26,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the cache; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
-    from data_tools.common import DataToolError
     from data_tools.downsample import downsample_dataset, summary_lines
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging
 
     setup_logging(verbose=args.verbose)
     try:
         s = downsample_dataset(args.data_dir, args.output_dir, size=args.size, quality=args.quality,
                                workers=args.workers, progress=args.progress, strict=args.strict,
                                overwrite=args.overwrite)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     except KeyboardInterrupt:
         fail(f"interrupted; files already written are complete: run the same command again to finish "

@@ -18,16 +18,16 @@ import argparse
 
 from data_tools.flags import add_job_flags
 from data_tools.prepare import BENCHMARKS, DEFAULT_QUALITY
-from ws_dan.cli_types import bounded_int
+from ws_dan.common.cli_types import bounded_int
 
 
 def _dataset(text: str) -> str:
-    from data_tools.common import DataToolError
     from data_tools.prepare import benchmark_name
+    from ws_dan.common.io import InputError
 
     try:
         return benchmark_name(text)
-    except DataToolError as e:
+    except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
@@ -55,10 +55,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Prepare the dataset; returns the summary (also in OUTPUT_DIR/prepare_report.json)."""
-    from data_tools.common import DataToolError, format_table
     from data_tools.prepare import prepare_dataset
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.utils import fail, setup_logging, tqdm_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging, tqdm_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
@@ -67,7 +68,7 @@ def main(args: argparse.Namespace) -> dict:
                                      trainval=args.trainval, crop_bbox=args.crop_bbox, strict=args.strict,
                                      overwrite=args.overwrite, quality=args.quality, workers=args.workers,
                                      progress=args.progress)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     except KeyboardInterrupt:
         fail(f"interrupted; files already written are complete: run the same command again to finish "

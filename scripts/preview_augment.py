@@ -2,7 +2,7 @@
 
     python scripts/preview_augment.py --images photos/*.jpg --augment night --output night.png
 
-Uses the same transforms as train.py (ws_dan.augment); `--augment` takes one name or a comma-separated list.
+Uses the same transforms as train.py (ws_dan.data.augment); `--augment` takes one name or a comma-separated list.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ def main(args: argparse.Namespace) -> Path:
     import torch
     from PIL import Image, ImageDraw
 
-    from ws_dan.augment import NightAugment, build_train_transform, parse_augment
-    from ws_dan.images import UnreadableImageError, open_image
-    from ws_dan.io import atomic_write
-    from ws_dan.utils import fail
+    from ws_dan.common.images import UnreadableImageError, open_image
+    from ws_dan.common.io import atomic_write
+    from ws_dan.common.runtime import fail
+    from ws_dan.data.augment import NightAugment, build_train_transform, parse_augment
 
     names = parse_augment(args.augment)
     try:

@@ -78,7 +78,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def _base_urls(values, sources) -> dict:
-    from ws_dan.utils import fail
+    from ws_dan.common.runtime import fail
 
     urls = {}
     for v in values or []:
@@ -94,10 +94,11 @@ def _base_urls(values, sources) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     """Search; returns the summary (per-class detail in the report JSON)."""
-    from data_tools.common import DataToolError, format_table
     from data_tools.licenses import parse_license_filter
     from data_tools.search import class_names, make_backend, search_images
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
@@ -140,7 +141,7 @@ def main(args: argparse.Namespace) -> dict:
         s = search_images(args.data_dir, args.output, backends, per_class=args.per_class,
                           template=args.query_template, classes=classes, resume=args.resume,
                           overwrite=args.overwrite, progress=args.progress)
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; the classes done so far are in {args.output}: rerun with --resume", code=130)

@@ -45,11 +45,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the split; returns the summary (also in OUTPUT_DIR/split_report.json)."""
-    from data_tools.common import DataToolError
     from data_tools.split import split_dataset
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.tables import format_table
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> dict:
             group_duplicates=args.group_duplicates, threshold=args.threshold, min_per_class=args.min_per_class,
             check=args.check, train_name=args.train_name, test_name=args.test_name, workers=args.workers,
             progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (DataToolError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     except KeyboardInterrupt:
         fail(f"interrupted; files already written are complete: run the same command again to finish "

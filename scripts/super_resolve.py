@@ -44,9 +44,9 @@ def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (enlarged, copied, failed, not_images, seconds, failures, output_dir)."""
     from super_resolution.folder import check_not_output_of, super_resolve_folder
     from super_resolution.weights import SRWeightsError, load_sr_model
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.io import InputError
-    from ws_dan.utils import fail, resolve_device, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import fail, resolve_device, setup_logging
 
     log = setup_logging(None, args.verbose)
     src = Path(args.data_dir)

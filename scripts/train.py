@@ -11,8 +11,8 @@ Several GPUs or machines: launch the same command with torchrun (DistributedData
 
     torchrun --nproc_per_node 4 scripts/train.py --data-dir D --save-dir S -b 16
 
-The flags and their defaults: ws_dan.classification's add_train_arguments and TrainSettings; main() is the
-recipe's steps (ws_dan.classification) top to bottom, the same ones train_classifier() runs for the cleaner or a
+The flags and their defaults: ws_dan.training.recipe's add_train_arguments and TrainSettings; main() is the
+recipe's steps (ws_dan.training.recipe) top to bottom, the same ones train_classifier() runs for the cleaner or a
 notebook.
 Bad input ends in one line; Ctrl-C in exit status 130 with last.pt saved.
 """
@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 
 # Only what --help needs is imported here (torch, torchvision, matplotlib... load in main), so --help is quick.
-from ws_dan.classification import TrainSettings, add_train_arguments
+from ws_dan.training.recipe import TrainSettings, add_train_arguments
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The flags: the seed project's names and defaults, bounds checked by argparse, grouped as TrainSettings
-    (model, optimization, WS-DAN step, data, speed, output); defined once in ws_dan.classification.add_train_arguments,
+    (model, optimization, WS-DAN step, data, speed, output); defined once in ws_dan.training.recipe.add_train_arguments,
     as train_cleaner.py takes them too."""
     p = argparse.ArgumentParser(description="Train WS-DAN (See Better Before Looking Closer, Hu et al. 2019)",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help)
@@ -37,11 +37,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's metrics row (also written to metrics.csv)."""
-    from ws_dan import classification as recipe
-    from ws_dan import distributed as dist
-    from ws_dan.classification import TrainSetupError
-    from ws_dan.trainer import TrainingError, TrainingInterrupted
-    from ws_dan.utils import fail, seed_everything
+    from ws_dan.common.runtime import fail, seed_everything
+    from ws_dan.training import distributed as dist
+    from ws_dan.training import recipe
+    from ws_dan.training.recipe import TrainSetupError
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     settings = TrainSettings.from_namespace(args)
     # Processes: one, or one per GPU under torchrun. Only rank 0 writes files, logs to the console and shows

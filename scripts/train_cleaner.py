@@ -7,10 +7,10 @@
 DATA_DIR holds wanted/ (images like the ones to keep: whole cars, the right view...) and unwanted/ (what a web
 search also brings: interiors, parts, adverts, logos...), a few dozen each or more; it is only read. It is split
 (stratified, --seed, near-duplicates on one side) into SAVE_DIR/data/{train,test}/{wanted,unwanted}/ by hard links
-(copies across filesystems), then trained with train.py's recipe (ws_dan.classification.train_classifier) as the
+(copies across filesystems), then trained with train.py's recipe (ws_dan.training.recipe.train_classifier) as the
 plain CNN baseline (--method baseline) with balanced class weights, since the two folders are rarely the same size.
 Every train.py flag works here (-m, --image-size, -e, -b, --lr, --pretrained-path, --augment, -c to resume...);
-both scripts take them from ws_dan.classification.add_train_arguments. SAVE_DIR receives train.py's outputs,
+both scripts take them from ws_dan.training.recipe.add_train_arguments. SAVE_DIR receives train.py's outputs,
 cleaner.pt (a copy of last.pt, or of best.pt with --select best) and cleaner_eval.json: precision and recall of
 removing the held-out unwanted images at --threshold. A SAVE_DIR that already holds a run is refused (before the
 split is written) unless -c resumes it or --overwrite replaces it.
@@ -22,8 +22,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ws_dan.classification import TrainSettings, add_train_arguments
-from ws_dan.cli_types import open_unit_float, unit_float
+from ws_dan.common.cli_types import open_unit_float, unit_float
+from ws_dan.training.recipe import TrainSettings, add_train_arguments
 
 #: Files the cleaner writes into SAVE_DIR besides train.py's (removed with --overwrite).
 CLEANER_FILES = ("cleaner.pt", "cleaner_eval.json")
@@ -42,7 +42,7 @@ HELP = {
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The cleaner's flags, then train.py's (ws_dan.classification.add_train_arguments: the same names, types and
+    """The cleaner's flags, then train.py's (ws_dan.training.recipe.add_train_arguments: the same names, types and
     help, with the cleaner's own defaults)."""
     p = argparse.ArgumentParser(
         description="Train a two-class wanted/unwanted image classifier (train.py's engine, baseline method)",
@@ -67,13 +67,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Split, train, evaluate on the held-out images; returns the last epoch's metrics and the evaluation."""
     from data_tools.clean import check_sorted_folder, prepare_cleaner_split, removal_metrics, score_images
-    from data_tools.common import DataToolError, copy_file, scan_dataset
-    from ws_dan.checkpoint import CheckpointError
-    from ws_dan.classification import TrainSetupError, train_classifier
-    from ws_dan.io import write_json
-    from ws_dan.run_dir import RunDirError, check_run_dir
-    from ws_dan.trainer import TrainingError, TrainingInterrupted
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.dataset_folders import scan_dataset
+    from ws_dan.common.io import InputError, write_json
+    from ws_dan.common.outputs import copy_file
+    from ws_dan.common.run_dir import RunDirError, check_run_dir
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.models.checkpoint import CheckpointError
+    from ws_dan.training.recipe import TrainSetupError, train_classifier
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     log = setup_logging(verbose=args.verbose)
     save_dir = Path(args.save_dir)
@@ -88,7 +89,7 @@ def main(args: argparse.Namespace) -> dict:
         log.info("%s: %d wanted, %d unwanted image(s)", args.data_dir, counts["wanted"], counts["unwanted"])
         split = prepare_cleaner_split(args.data_dir, split_dir, test_ratio=args.test_ratio, seed=args.seed,
                                       link=args.link, workers=0, progress=False)
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     s = split.summary
     log.info("split into %s: %d train, %d test (%d near-duplicate group(s) kept together)", split_dir, s["train"],
@@ -118,7 +119,7 @@ def main(args: argparse.Namespace) -> dict:
     try:
         scores = score_images(cleaner, [img.path for img in test_images], batch_size=args.batch_size, workers=0,
                               device=args.device)
-    except (DataToolError, CheckpointError) as e:
+    except (InputError, CheckpointError) as e:
         fail(str(e))
     label = {img.path: img.label for img in test_images}
     removed = [p for p, q in zip(scores.paths, scores.p_unwanted) if q >= args.threshold]

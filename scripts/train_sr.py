@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ws_dan.cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
-from ws_dan.utils import default_workers  # (ws_dan.utils imports torch lazily)
+from ws_dan.common.cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+from ws_dan.common.runtime import default_workers  # (ws_dan.common.runtime imports torch lazily)
 
 MODELS = ["dbpn-s", "dbpn", "dbpn-res-mr64-3", "dbpnll"]
 
@@ -83,12 +83,19 @@ def main(args: argparse.Namespace) -> dict:
         validate,
     )
     from super_resolution.weights import SRWeightsError, load_dbpn_weights, sr_config
-    from ws_dan.checkpoint import CheckpointError, load_checkpoint
-    from ws_dan.images import UnreadableImageError
-    from ws_dan.io import write_json
-    from ws_dan.run_dir import RunDirError, check_run_dir, prepare_run_dir
-    from ws_dan.trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError, TrainingInterrupted
-    from ws_dan.utils import fail, resolve_device, seed_everything, setup_logging
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import write_json
+    from ws_dan.common.run_dir import RunDirError, check_run_dir, prepare_run_dir
+    from ws_dan.common.runtime import fail, resolve_device, seed_everything, setup_logging
+    from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
+    from ws_dan.training.trainer import (
+        CheckpointSaver,
+        EpochEnd,
+        Trainer,
+        TrainerConfig,
+        TrainingError,
+        TrainingInterrupted,
+    )
 
     log = setup_logging(None, args.verbose)  # console only until the save folder is known to be usable
     seed_everything(args.seed)

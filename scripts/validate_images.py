@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_tools.common import add_job_flags
+from data_tools.flags import add_job_flags
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -33,18 +33,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Check (and fix); returns the summary (also in OUTPUT_DIR/validation_report.json)."""
-    from data_tools.common import DataToolError
     from data_tools.validate import validate_images
-    from ws_dan.io import read_csv_rows
-    from ws_dan.tables import format_table
-    from ws_dan.utils import fail, setup_logging
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
         s = validate_images(args.data_dir, args.output_dir, fix=args.fix, min_side=args.min_side,
                             quality=args.quality, link=args.link, workers=args.workers, progress=args.progress,
                             strict=args.strict, overwrite=args.overwrite)
-    except DataToolError as e:
+    except InputError as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; files already written are complete: run the same command again to finish "

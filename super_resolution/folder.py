@@ -9,10 +9,10 @@ Rules:
 * ``in_place=True`` replaces each enlarged original by its enlargement (larger images stay untouched); a
   symlinked original is replaced by the enlarged file, its target is never written through;
 * without ``in_place`` the output folder must lie outside the input folder and not contain it (links resolved,
-  ``ws_dan.outputs.check_not_nested``), checked before anything is written; a symlinked folder inside the output
-  is refused rather than written through (``ws_dan.outputs.output_path``);
+  ``ws_dan.common.outputs.check_not_nested``), checked before anything is written; a symlinked folder inside the output
+  is refused rather than written through (``ws_dan.common.outputs.output_path``);
 * every file is written to a temporary file in the destination folder and renamed over the target
-  (``ws_dan.io.atomic_write``), so an interruption or a failed write leaves either the old file or the new one,
+  (``ws_dan.common.io.atomic_write``), so an interruption or a failed write leaves either the old file or the new one,
   never a half-written file, and no temporary file behind;
 * an unreadable image is skipped and counted (``strict=True``: the error is raised instead).
 """
@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ws_dan.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
-from ws_dan.io import InputError, PathLike, atomic_write
-from ws_dan.outputs import check_not_nested, output_path
+from ws_dan.common.images import IMAGE_EXTENSIONS, UnreadableImageError, find_images, open_image, sniff_format
+from ws_dan.common.io import InputError, PathLike, atomic_write
+from ws_dan.common.outputs import check_not_nested, output_path
 
 from .inference import DEFAULT_OVERLAP, DEFAULT_TILE, super_resolve_image
 
@@ -69,7 +69,7 @@ def needs_enlarging(size: tuple[int, int], max_area: int) -> bool:
 
 
 def _atomic_replace(target: Path, write: Callable[[object], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``target`` (``ws_dan.io.atomic_write``), renamed over it.
+    """Call ``write(f)`` on a temporary file beside ``target`` (``ws_dan.common.io.atomic_write``), renamed over it.
 
     A regular ``target`` keeps its permission bits (an in-place enlargement is the same file to its owner); a
     symlinked one is replaced by the new file, so the link's target is never written.
@@ -88,7 +88,7 @@ def save_image(img: Image.Image, path, fmt: str) -> None:
 
 
 def check_not_output_of(dst: PathLike, src: PathLike) -> None:
-    """Refuse (:class:`~ws_dan.io.InputError`) a mirror folder ``dst`` that is ``src``, inside it or around it."""
+    """Refuse (:class:`~ws_dan.common.io.InputError`) a mirror folder ``dst`` that is ``src``, inside or around it."""
     if Path(dst).resolve() == Path(src).resolve():
         raise InputError(f"{dst}: the output folder is the input folder; use --in-place to overwrite the originals")
     check_not_nested(dst, [src])
@@ -107,7 +107,7 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
 
     ``dst`` is the mirror folder (ignored and may be None with ``in_place=True``). Refuses, before writing
     anything, an output folder that is ``src``, lies inside it or contains it, unless ``in_place``
-    (:class:`~ws_dan.io.InputError`, a ValueError).
+    (:class:`~ws_dan.common.io.InputError`, a ValueError).
     """
     from tqdm.auto import tqdm
 

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ws_dan.images import UnreadableImageError, find_images, open_image
-from ws_dan.io import PathLike
+from ws_dan.common.images import UnreadableImageError, find_images, open_image
+from ws_dan.common.io import PathLike
 
 from .inference import image_to_tensor, tensor_to_image, tiled_forward
 from .metrics import bicubic_down, bicubic_up, modcrop, psnr_y, ssim_y

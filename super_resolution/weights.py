@@ -9,7 +9,7 @@ starts with ``module.``. It says nothing about its variant or scale, so both are
             O == T: dense (T = 2 DBPN-S, 7 D-DBPN, 10 DBPNLL); O != T with T == 7: recurrent with O passes
             (O = 3: DBPN-RES-MR64-3).
 
-A toolkit checkpoint (``ws_dan.checkpoint.save_checkpoint(..., kind="sr")``) carries ``config`` =
+A toolkit checkpoint (``ws_dan.models.checkpoint.save_checkpoint(..., kind="sr")``) carries ``config`` =
 ``{"variant", "scale", "residual"}`` beside the weights and is read with ``weights_only=True``.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from ws_dan.io import PathLike
+from ws_dan.common.io import PathLike
 
 from .dbpn import DBPN, PROJECTION, VARIANTS
 
@@ -133,8 +133,8 @@ def load_sr_model(path: PathLike, device: Union[str, torch.device] = "cpu", vari
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SRWeightsError(f"{path}: not a readable PyTorch weights file (truncated, corrupt, or not saved by "
                              f"torch.save): {first}") from None
-    if isinstance(obj, dict) and obj.get("format") == "ws_dan.checkpoint":
-        from ws_dan.checkpoint import CheckpointError, load_checkpoint
+    if isinstance(obj, dict) and obj.get("format") == "ws_dan.models.checkpoint":
+        from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
 
         try:
             state = load_checkpoint(path, kind="sr")

@@ -51,7 +51,7 @@ def _fresh_logging():
     yield
     import logging
 
-    from ws_dan.utils import PROJECT_LOGGERS
+    from ws_dan.common.runtime import PROJECT_LOGGERS
 
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from ws_dan.attention import (
+from ws_dan.models.attention import (
     attention_crop,
     attention_crop_boxes,
     attention_drop,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_TRAIN, run_script, shared
 
-from ws_dan.attention_check import VEHICLE_CLASSES, crop_check, peak_boxes, same_size_boxes, shows_vehicle
-from ws_dan.model import WSDAN, ModelConfig
+from ws_dan.evaluation.attention_check import VEHICLE_CLASSES, crop_check, peak_boxes, same_size_boxes, shows_vehicle
+from ws_dan.models.wsdan import WSDAN, ModelConfig
 
 
 def test_same_size_boxes_keep_width_and_height():

@@ -10,8 +10,14 @@ import torch
 import torchvision
 from conftest import shared
 
-from ws_dan import backbones
-from ws_dan.backbones import PretrainedWeightsError, canonical_name, create_backbone, list_backbones, load_weights_file
+from ws_dan.models import backbones
+from ws_dan.models.backbones import (
+    PretrainedWeightsError,
+    canonical_name,
+    create_backbone,
+    list_backbones,
+    load_weights_file,
+)
 
 
 def _out(bb, size):

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from ws_dan.checkpoint import (
+from ws_dan.models.checkpoint import (
     CheckpointError,
     check_compatible,
     get_rng_state,
@@ -16,7 +16,7 @@ from ws_dan.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from ws_dan.model import WSDAN, ModelConfig
+from ws_dan.models.wsdan import WSDAN, ModelConfig
 
 
 def _model():
@@ -99,7 +99,7 @@ def _mark_ran():
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_with_code_is_refused_not_executed(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": "ws_dan.checkpoint", "config": _Payload(), "model": {}}, f)
+        pickle.dump({"format": "ws_dan.models.checkpoint", "config": _Payload(), "model": {}}, f)
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not _Payload.ran

@@ -22,9 +22,9 @@ from data_tools.clean import (
     removal_metrics,
     unwanted_index,
 )
-from data_tools.common import DataToolError, sha256_file
 from data_tools.merge import merge_data
 from data_tools.synthetic import render_sample
+from ws_dan.common.io import InputError, sha256_file
 
 # ---------------------------------------------------------------------------------------------------------------
 # Generated "web search" results: cars (wanted) and the junk a search also returns (unwanted)
@@ -273,17 +273,17 @@ def test_report_action_moves_nothing_and_refuses_unsafe_outputs(cleaner, tmp_pat
 
 
 def test_sorted_folder_checks_and_helpers(tmp_path):
-    with pytest.raises(DataToolError, match="no unwanted/ folder"):
+    with pytest.raises(InputError, match="no unwanted/ folder"):
         check_sorted_folder(make_sorted_folder(tmp_path / "a", 3, 0))
     root = make_sorted_folder(tmp_path / "b", 3, 1)
-    with pytest.raises(DataToolError, match="1 image"):
+    with pytest.raises(InputError, match="1 image"):
         check_sorted_folder(root)
     root = make_sorted_folder(tmp_path / "c", 3, 2)
     (root / "maybe").mkdir()
-    with pytest.raises(DataToolError, match="maybe"):
+    with pytest.raises(InputError, match="maybe"):
         check_sorted_folder(root)
     assert check_sorted_folder(make_sorted_folder(tmp_path / "d", 3, 2)) == {"unwanted": 2, "wanted": 3}
-    with pytest.raises(DataToolError, match="not a cleaner checkpoint"):
+    with pytest.raises(InputError, match="not a cleaner checkpoint"):
         unwanted_index(["red_circle", "blue_circle"])
     assert unwanted_index(["unwanted", "wanted"]) == 0 and unwanted_index(["wanted", "unwanted"]) == 1
     m = removal_metrics({"a", "b", "c"}, {"b", "c", "d", "e"}, 10)

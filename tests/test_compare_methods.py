@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from conftest import run_script, script
 
-from ws_dan.checkpoint import load_checkpoint
+from ws_dan.models.checkpoint import load_checkpoint
 
 
 def _rows(path):

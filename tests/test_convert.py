@@ -10,8 +10,8 @@ import torchvision
 from conftest import run_script
 from PIL import Image
 
-from ws_dan.checkpoint import load_checkpoint, model_from_checkpoint
-from ws_dan.convert import ConversionError, convert_checkpoint, load_legacy_file
+from ws_dan.models.checkpoint import load_checkpoint, model_from_checkpoint
+from ws_dan.models.convert import ConversionError, convert_checkpoint, load_legacy_file
 
 K, M = 5, 8  # classes, attention maps
 
@@ -148,8 +148,8 @@ def test_pickled_objects_need_trust(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ws_dan.checkpoint import save_checkpoint
-    from ws_dan.model import WSDAN, ModelConfig
+    from ws_dan.models.checkpoint import save_checkpoint
+    from ws_dan.models.wsdan import WSDAN, ModelConfig
 
     torch.manual_seed(0)
     model = WSDAN(ModelConfig(backbone="tiny", num_classes=3, class_names=["a", "b", "c"], num_attentions=4,
@@ -165,7 +165,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_onnx_export_matches_pytorch_for_any_batch(tiny_checkpoint, tmp_path):
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    from ws_dan.export import InferenceModel
+    from ws_dan.models.export import InferenceModel
 
     result = run_script("export", ["--ckpt-path", str(tiny_checkpoint), "--format", "onnx", "--output",
                                    str(tmp_path / "m.onnx")])
@@ -219,13 +219,13 @@ def _grab_reference_logits(net, state, pil_images, size):
 
 
 def test_converted_grab_checkpoint_predicts_as_the_reference_pipeline(tmp_path):
-    from ws_dan.data import build_transform
+    from ws_dan.data.datasets import build_transform
 
     path, net, state = _grab_file(tmp_path, fc_scale=0.05, calibrate=True)
     _, ckpt = convert_checkpoint(path, "grab", backbone="efficientnet-b0", num_classes=K, image_size=96)
     cfg = ckpt["config"]
     assert (cfg["resize_interpolation"], cfg["crop_convention"]) == ("lanczos", "grab")  # recorded in the file
-    from ws_dan.checkpoint import save_checkpoint
+    from ws_dan.models.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "grab.pt", ckpt)
     model = model_from_checkpoint(tmp_path / "grab.pt")
@@ -258,7 +258,7 @@ def test_older_checkpoints_keep_the_toolkit_convention(tiny_checkpoint):
 
 
 def test_grab_crop_edge_cases_do_not_fail():
-    from ws_dan.attention import grab_attention_boxes, grab_attention_crop
+    from ws_dan.models.attention import grab_attention_boxes, grab_attention_crop
 
     images = torch.rand(2, 3, 16, 16)
     maps = torch.zeros(2, 1, 4, 4)
@@ -273,7 +273,7 @@ def test_grab_crop_edge_cases_do_not_fail():
 
 
 def test_predict_uses_the_recorded_lanczos_resize():
-    from ws_dan.data import build_transform
+    from ws_dan.data.datasets import build_transform
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (61, 83, 3), dtype=np.uint8))
     lanczos = build_transform(32, (0, 0, 0), (1, 1, 1), False, interpolation="lanczos")(image)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ws_dan.attention import attention_crop, attention_drop
-from ws_dan.engine import StepConfig, train_step
-from ws_dan.model import WSDAN, ModelConfig
+from ws_dan.models.attention import attention_crop, attention_drop
+from ws_dan.models.wsdan import WSDAN, ModelConfig
+from ws_dan.training.engine import StepConfig, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

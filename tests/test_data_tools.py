@@ -15,9 +15,10 @@ from conftest import ROOT, run_script, shared
 from PIL import Image
 from test_dedupe import photo, tree_snapshot
 
-from data_tools import common
-from data_tools.common import DataToolError, prepare_output_dir, scan_dataset, unique_path
-from ws_dan.images import open_image, read_image_info
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.images import open_image, read_image_info
+from ws_dan.common.io import InputError
+from ws_dan.common.outputs import finish_output_dir, prepare_output_dir, unique_path
 
 SCRIPTS = ["split_dataset", "dedupe", "validate_images", "dataset_stats", "merge_data", "downsample",
            "benchmark_dedupe"]
@@ -36,17 +37,17 @@ def test_output_folder_rules(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for bad in (data, data / "out", tmp_path):
-        with pytest.raises(DataToolError):
+        with pytest.raises(InputError):
             prepare_output_dir(bad, [data], tool="t")
     out = tmp_path / "out"
     assert prepare_output_dir(out, [data], tool="t", settings={"a": 1}) is False
     (out / "file.txt").write_text("x")
     # an interrupted run of the same tool and settings may continue; anything else is refused
     assert prepare_output_dir(out, [data], tool="t", settings={"a": 1}) is True
-    with pytest.raises(DataToolError, match="different settings"):
+    with pytest.raises(InputError, match="different settings"):
         prepare_output_dir(out, [data], tool="t", settings={"a": 2})
-    common.finish_output_dir(out)
-    with pytest.raises(DataToolError, match="not empty"):
+    finish_output_dir(out)
+    with pytest.raises(InputError, match="not empty"):
         prepare_output_dir(out, [data], tool="t", settings={"a": 1})
     assert prepare_output_dir(out, [data], tool="t", overwrite=True) is False
 
@@ -55,7 +56,7 @@ def test_output_inside_input_through_a_symlink_is_refused(tmp_path):
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
     os.symlink(data / "sub", tmp_path / "alias")
-    with pytest.raises(DataToolError, match="inside the input"):
+    with pytest.raises(InputError, match="inside the input"):
         prepare_output_dir(tmp_path / "alias" / "out", [data], tool="t")
 
 

@@ -30,7 +30,7 @@ from data_tools.dedupe import (
 )
 from data_tools.dedupe.hashing import CROP_FRACTION, HASH_SIZES, _centre
 from data_tools.dedupe.resample import resize_many
-from ws_dan.images import UnreadableImageError, decode_image, open_image
+from ws_dan.common.images import UnreadableImageError, decode_image, open_image
 
 
 def _real_jpegs(n_big: int = 24, n_small: int = 8) -> list[Path]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import ROOT, TINY_TRAIN, run_script
 
-from ws_dan.checkpoint import load_checkpoint
-from ws_dan.distributed import ShardSampler
+from ws_dan.models.checkpoint import load_checkpoint
+from ws_dan.training.distributed import ShardSampler
 
 
 def test_shard_sampler_covers_every_index_once():
@@ -55,7 +55,7 @@ def test_two_process_training_then_resume_with_one(tiny_data, tmp_path):
 
 
 def test_gradient_accumulation_equals_one_large_batch():
-    from ws_dan.engine import StepConfig, _optimize
+    from ws_dan.training.engine import StepConfig, _optimize
 
     torch.manual_seed(0)
     x, y = torch.randn(8, 5), torch.randn(8, 1)

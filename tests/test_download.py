@@ -23,7 +23,6 @@ import pytest
 from conftest import ROOT, run_script
 from PIL import Image, ImageDraw
 
-from data_tools.common import DataToolError
 from data_tools.download import (
     DownloadSettings,
     Fetcher,
@@ -33,6 +32,7 @@ from data_tools.download import (
     safe_folder_name,
     url_file_name,
 )
+from ws_dan.common.io import InputError
 
 # ---------------------------------------------------------------------------------------------------------------
 # Pictures and a local server
@@ -305,7 +305,7 @@ def test_download_formats_failures_and_limits(server, tmp_path):
     # an upright RGB JPEG is kept byte for byte; other formats are re-encoded
     assert (out / m[server.url("/a.jpg")]["path"]).read_bytes() == good["/a.jpg"][0]
     assert "re-encoded from PNG" in m[server.url("/b.png")]["reason"]
-    # transparency is composited on white, as ws_dan.images does everywhere
+    # transparency is composited on white, as ws_dan.common.images does everywhere
     with Image.open(out / m[server.url("/b.png")]["path"]) as im:
         arr = np.asarray(im, dtype=np.int16)
     assert arr[:, :40].min() >= 235 and arr[:, 56:].std() > 20  # white left half, the picture on the right
@@ -392,7 +392,7 @@ def test_safe_folder_name(name, folder):
 
 @pytest.mark.parametrize("name", ["", "  ", ".", " . "])
 def test_unusable_class_names_are_refused(name):
-    with pytest.raises(DataToolError):
+    with pytest.raises(InputError):
         safe_folder_name(name)
 
 
@@ -402,7 +402,7 @@ def test_url_list_formats(tmp_path):
     items = read_url_list(tmp_path / "a.txt", default_class="other")
     assert [(i.url, i.label) for i in items] == [("http://h/1.jpg", "Acura TL Sedan 2012"),
                                                  ("http://h/2.jpg", "Acura RL"), ("http://h/3.jpg", "other")]
-    with pytest.raises(DataToolError, match=r"a.txt:5: no class"):
+    with pytest.raises(InputError, match=r"a.txt:5: no class"):
         read_url_list(tmp_path / "a.txt")
     lists = tmp_path / "lists"
     lists.mkdir()
@@ -415,12 +415,12 @@ def test_url_list_formats(tmp_path):
     assert [(i.url, i.label) for i in read_url_list(tmp_path / "s.csv")] == [("http://h/1.jpg", "cat"),
                                                                             ("http://h/2.jpg", "dog")]
     (tmp_path / "bad.csv").write_text("url,title\nhttp://h/1.jpg,x\n")
-    with pytest.raises(DataToolError, match="no class column"):
+    with pytest.raises(InputError, match="no class column"):
         read_url_list(tmp_path / "bad.csv")
     (tmp_path / "clash.csv").write_text("url,class\nhttp://h/1.jpg,a/b\nhttp://h/2.jpg,a_b\n")
-    with pytest.raises(DataToolError, match="would share the folder 'a_b'"):
+    with pytest.raises(InputError, match="would share the folder 'a_b'"):
         read_url_list(tmp_path / "clash.csv")
-    with pytest.raises(DataToolError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         read_url_list(tmp_path / "nope.csv")
 
 
@@ -457,7 +457,7 @@ def test_resume_skips_done_urls_and_retries_transient_failures(server, tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(DataToolError, match="not empty"):
+    with pytest.raises(InputError, match="not empty"):
         download_images(urls, other, settings=FAST)
 
 
@@ -563,7 +563,7 @@ def test_symlinked_class_folder_is_refused_and_nothing_lands_outside(server, tmp
     assert sum("symbolic link" in r.getMessage() for r in caplog.records) == 1  # one line per class
     # a symlinked journal is refused too: appending would follow it
     (out / ".download_journal.csv").symlink_to(outside / "journal.csv")
-    with pytest.raises(DataToolError, match="symbolic link"):
+    with pytest.raises(InputError, match="symbolic link"):
         download_images(urls, out, settings=FAST, hash_workers=1)
     assert list(outside.iterdir()) == []
 

@@ -19,9 +19,9 @@ from conftest import run_script
 from test_dedupe import photo
 
 from data_tools.clean import quarantine_images, undo_clean
-from ws_dan.io import InputError, sha256_file
-from ws_dan.layout import scan_dataset
-from ws_dan.outputs import copy_file, move_file, output_path
+from ws_dan.common.dataset_folders import scan_dataset
+from ws_dan.common.io import InputError, sha256_file
+from ws_dan.common.outputs import copy_file, move_file, output_path
 
 FLAGS = ["-j", "1", "--no-progress"]
 

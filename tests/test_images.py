@@ -9,7 +9,7 @@ import pytest
 from conftest import shared
 from PIL import Image
 
-from ws_dan.images import UnreadableImageError, check_image, find_images, open_image, sniff_format
+from ws_dan.common.images import UnreadableImageError, check_image, find_images, open_image, sniff_format
 
 
 def _jpeg_bytes(image: Image.Image, **kw) -> bytes:

@@ -143,7 +143,7 @@ def test_bad_inputs_get_one_line(probs, labels, message):
 
 def test_assign_folds_is_stratified_and_seeded():
     from data_tools.out_of_sample import assign_folds
-    from ws_dan.io import InputError
+    from ws_dan.common.io import InputError
 
     labels = np.repeat([0, 1, 2], [8, 6, 4])
     a = assign_folds(labels, 2, seed=3)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ws_dan.attention import attention_crop
-from ws_dan.engine import StepConfig, topk_correct, train_step
-from ws_dan.losses import center_loss, update_centers
-from ws_dan.model import WSDAN, ModelConfig, bilinear_attention_pooling
+from ws_dan.evaluation.inference import topk_correct
+from ws_dan.models.attention import attention_crop
+from ws_dan.models.losses import center_loss, update_centers
+from ws_dan.models.wsdan import WSDAN, ModelConfig, bilinear_attention_pooling
+from ws_dan.training.engine import StepConfig, train_step
 
 
 def tiny_model(num_classes=3, m=4, seed=0) -> WSDAN:

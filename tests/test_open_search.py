@@ -399,11 +399,10 @@ def test_attribution_through_merge_and_stats(tmp_path):
     from PIL import Image
     from test_download import picture
 
-    from data_tools.common import sha256_file
     from data_tools.download import MANIFEST_FIELDS
     from data_tools.merge import merge_data
     from data_tools.stats import dataset_stats
-    from ws_dan.io import write_csv
+    from ws_dan.common.io import sha256_file, write_csv
 
     train = tmp_path / "data" / "train" / "cars"
     train.mkdir(parents=True)

@@ -13,8 +13,8 @@ import torch
 from conftest import run_script, script
 from PIL import Image
 
-from ws_dan.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from ws_dan.model import WSDAN, ModelConfig
+from ws_dan.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ws_dan.models.wsdan import WSDAN, ModelConfig
 
 NAMES = ["blue_circle", "red_circle", "red_triangle"]
 
@@ -190,10 +190,10 @@ def test_duplicate_and_conflicting_csv_rows(ckpt, tmp_path, capsys, caplog):
     _images(data)
     (tmp_path / "dup.csv").write_text("image,label\nimg0.jpg,red_circle\nimg1.jpg,blue_circle\n"
                                       "img0.jpg,red_circle\nimg2.jpg,red_triangle\n")
-    with caplog.at_level("WARNING", logger="ws_dan.data"):
+    with caplog.at_level("WARNING", logger="ws_dan.data.datasets"):
         metrics = _predict(["--dd", str(data)], ckpt, tmp_path / "o", "--csv-labels-path", str(tmp_path / "dup.csv"))
     assert metrics["num_images"] == 3 and len(_rows(tmp_path / "o")) == 3
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "ws_dan.data"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "ws_dan.data.datasets"]
     assert len(warnings) == 1 and "1 duplicate row(s)" in warnings[0] and "line(s) 4" in warnings[0]
     (tmp_path / "conflict.csv").write_text("image,label\nimg0.jpg,red_circle\nimg1.jpg,blue_circle\n"
                                            "img0.jpg,blue_circle\n")

@@ -17,7 +17,8 @@ from scipy.io import savemat
 from test_dedupe import tree_snapshot
 
 from data_tools import prepare
-from data_tools.common import MARKER_NAME, DataToolError
+from ws_dan.common.io import InputError
+from ws_dan.common.outputs import MARKER_NAME
 
 CAR_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 BOX_COLOUR = (250, 20, 20)
@@ -209,7 +210,7 @@ def test_cars_torchvision_layout_hard_links_into_class_folders(cars, tmp_path, c
     assert json.loads((out / "prepare_report.json").read_text())["splits"] == {"train": 5, "test": 4}
     assert not (out / MARKER_NAME).exists()
     # the output is what the training loader reads
-    from ws_dan.data import class_folder_samples
+    from ws_dan.data.datasets import class_folder_samples
 
     assert len(class_folder_samples(out / "train").samples) == 5
 
@@ -364,7 +365,7 @@ def test_an_interrupted_run_is_finished_by_the_same_command(cars, tmp_path, monk
     assert s.summary["already_there"] == 3 and s.summary["linked"] == 6 and not (out / MARKER_NAME).exists()
     # different settings do not pass for a resume
     (out / MARKER_NAME).write_text(json.dumps({"tool": "prepare_dataset", "settings": {}}))
-    with pytest.raises(DataToolError, match="interrupted run with different settings"):
+    with pytest.raises(InputError, match="interrupted run with different settings"):
         prepare.prepare_dataset("stanford-cars", cars, out, copy=True, workers=0)
 
 

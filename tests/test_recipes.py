@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from conftest import TINY_TRAIN, run_script
 from PIL import Image
 
-from ws_dan.attention import attention_crop
-from ws_dan.augment import AUGMENTATIONS, NightAugment, build_train_transform, parse_augment
-from ws_dan.engine import StepConfig, train_step
-from ws_dan.model import WSDAN, BaselineClassifier, ModelConfig, bilinear_attention_pooling
-from ws_dan.optim import AdaBound, balanced_class_weights, build_optimizer
+from ws_dan.data.augment import AUGMENTATIONS, NightAugment, build_train_transform, parse_augment
+from ws_dan.models.attention import attention_crop
+from ws_dan.models.wsdan import WSDAN, BaselineClassifier, ModelConfig, bilinear_attention_pooling
+from ws_dan.training.engine import StepConfig, train_step
+from ws_dan.training.optim import AdaBound, balanced_class_weights, build_optimizer
 
 
 def _adabound_reference(p, grads, lr=1e-3, final_lr=0.1, gamma=1e-3, betas=(0.9, 0.999), eps=1e-8, wd=0.0):

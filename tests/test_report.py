@@ -1,5 +1,5 @@
-"""report.html (ws_dan.report, predict.py --report): what the page holds, checked on the parsed HTML (tables,
-escaping of user data, no network reference, pictures that decode), written atomically, and opened in a real
+"""report.html (ws_dan.evaluation.html_report, predict.py --report): what the page holds, checked on the parsed HTML
+(tables, escaping of user data, no network reference, pictures that decode), written atomically, and opened in a real
 headless Chromium (screenshot not blank, the sort script ran) where one is installed."""
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import torch
 from conftest import run_script
 from PIL import Image
 
-from ws_dan.checkpoint import save_checkpoint
-from ws_dan.model import WSDAN, ModelConfig
-from ws_dan.report import (
+from ws_dan.evaluation.html_report import (
     MAX_ERRORS,
     REPORT_FILE,
     close_up_classes,
@@ -31,8 +29,10 @@ from ws_dan.report import (
     sort_rows,
     worst_errors,
     write_report,
-    write_training_report,
 )
+from ws_dan.evaluation.prediction import write_training_report
+from ws_dan.models.checkpoint import save_checkpoint
+from ws_dan.models.wsdan import WSDAN, ModelConfig
 
 # --------------------------------------------------------------------------------------------------------
 # A small DOM from html.parser, to query the page like a browser would
@@ -196,7 +196,7 @@ HOSTILE = '<script>alert("x")</script>'
 
 
 def test_labelled_report_tables_gallery_and_pictures(tmp_path):
-    from ws_dan.metrics import classification_report
+    from ws_dan.evaluation.metrics import classification_scores
 
     names = ["Audi TT 2011", HOSTILE, "a & b", "Zeta"]
     p, t = _case()
@@ -208,7 +208,7 @@ def test_labelled_report_tables_gallery_and_pictures(tmp_path):
     assert out == tmp_path / "r" / REPORT_FILE
     assert [f.name for f in out.parent.iterdir()] == [REPORT_FILE]  # no temporary file left beside it
     doc = parse(out)
-    report = classification_report(t, p, names)
+    report = classification_scores(t, p, names)
 
     # metrics cards and the details table
     cards = _cards(doc)
@@ -345,7 +345,7 @@ def test_unreadable_images_and_heatmap_files(tmp_path):
 
 
 def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(tmp_path, monkeypatch):
-    import ws_dan.plots
+    import ws_dan.evaluation.plots
 
     names = ["a", "b"]
     p, t = _case(6, 2, seed=5)
@@ -357,7 +357,7 @@ def test_a_failed_write_leaves_the_old_report_and_no_temporary_file(tmp_path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ws_dan.plots, "plot_confusion_matrix", broken)
+    monkeypatch.setattr(ws_dan.evaluation.plots, "plot_confusion_matrix", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(old, p, names, images, t)
     assert old.read_text() == "old report" and [f.name for f in old.parent.iterdir()] == [REPORT_FILE]
@@ -458,7 +458,7 @@ def test_a_users_report_html_is_kept(hostile_data, tmp_path, capsys):
 
 
 def test_write_training_report(hostile_data, tmp_path):
-    from ws_dan.data import ImageDataset, build_transform, class_folder_samples
+    from ws_dan.data.datasets import ImageDataset, build_transform, class_folder_samples
 
     data, ckpt, names = hostile_data
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY_TRAIN, run_script, script
 
-from ws_dan.checkpoint import load_checkpoint
+from ws_dan.models.checkpoint import load_checkpoint
 
 SCRIPTS = ["train", "predict", "make_sample_data", "demo", "convert_checkpoint", "export", "compare_methods",
            "preview_augment", "benchmark", "prepare_cache", "lowres_experiment", "train_cleaner", "train_sr"]
@@ -98,9 +98,9 @@ def test_resume_with_another_backbone_fails_clearly(trained, tiny_data, tmp_path
 
 
 def test_ctrl_c_saves_last_checkpoint(tiny_data, tmp_path, monkeypatch):
-    import ws_dan.engine
+    import ws_dan.training.engine
 
-    real = ws_dan.engine.train_one_epoch
+    real = ws_dan.training.engine.train_one_epoch
     calls = []
 
     def interrupt_second_epoch(*args, **kwargs):
@@ -109,7 +109,7 @@ def test_ctrl_c_saves_last_checkpoint(tiny_data, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ws_dan.engine, "train_one_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(ws_dan.training.engine, "train_one_epoch", interrupt_second_epoch)
     with pytest.raises(SystemExit) as info:
         run_script("train", ["--dd", str(tiny_data), "--sd", str(tmp_path), *TINY_TRAIN, "-e", "3"])
     assert info.value.code == 130

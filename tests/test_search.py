@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from conftest import run_script
 
-from data_tools.common import DataToolError
 from data_tools.download import read_url_list
 from data_tools.search import (
     MAX_RESULTS,
@@ -23,6 +22,7 @@ from data_tools.search import (
     make_query,
     search_images,
 )
+from ws_dan.common.io import InputError
 
 KEY, CX = "test-key-123", "engine-456"
 
@@ -212,7 +212,7 @@ def test_quota_stops_the_run_and_resume_continues(api, tmp_path):
     assert s["stopped"] and "dailyLimitExceeded" in s["stopped"]
     assert s["classes_complete"] == 1 and s["classes_left"] == ["b quota", "c car"]
     assert {r["class"] for r in read_rows(out)} == {"a car"}  # what was found is kept
-    with pytest.raises(DataToolError, match="--resume"):
+    with pytest.raises(InputError, match="--resume"):
         search_images(train, out, client(api))
     (train / "b quota").rename(train / "b fine")  # "the next day": the quota is back
     api.requests.clear()
@@ -263,7 +263,7 @@ def test_rate_limiter_spaces_requests():
 
 def test_queries_and_inputs():
     assert make_query("{class} exterior photo", "Acura_TL  Sedan") == "Acura TL Sedan exterior photo"
-    with pytest.raises(DataToolError, match="{class}"):
+    with pytest.raises(InputError, match="{class}"):
         make_query("car photo", "x")
 
 

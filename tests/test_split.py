@@ -15,8 +15,8 @@ import pytest
 from conftest import ROOT, run_script, shared
 from test_dedupe import photo, tree_snapshot
 
-from data_tools import common
 from data_tools.split import assign_splits
+from ws_dan.common import outputs
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -159,11 +159,11 @@ def test_ctrl_c_leaves_no_half_file_and_rerun_completes(sources, tmp_path, monke
             raise KeyboardInterrupt
         return real_copy2(src, dst, *a, **kw)
 
-    monkeypatch.setattr(common.shutil, "copy2", copy_then_interrupt)
+    monkeypatch.setattr(outputs.shutil, "copy2", copy_then_interrupt)
     with pytest.raises(SystemExit) as info:
         _split(sources, out)
     assert info.value.code == 130
-    monkeypatch.setattr(common.shutil, "copy2", real_copy2)
+    monkeypatch.setattr(outputs.shutil, "copy2", real_copy2)
     written = [p for p in out.rglob("*") if p.is_file() and p.parent != out]
     assert len(written) == 4  # complete files only: no half-written file under a final name, no temp file
     assert not [p for p in out.rglob("*.tmp")]

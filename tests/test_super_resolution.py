@@ -250,7 +250,7 @@ def test_ssim_by_hand():
 def test_bicubic_baseline_matches_the_published_set5_figure():
     """Our PIL down/up-scaling + Y/border-cropped PSNR reproduce the papers' Set5 4x bicubic 28.42 / 0.8104."""
     from super_resolution.metrics import bicubic_down, bicubic_up, modcrop
-    from ws_dan.images import open_image
+    from ws_dan.common.images import open_image
 
     p, s = [], []
     for path in sorted(shared("sr", "Set5").glob("*.png")):
@@ -288,7 +288,7 @@ def test_super_resolve_accepts_both_flag_spellings():
 def sr_ckpt(tmp_path_factory) -> Path:
     """A toolkit SR checkpoint: DBPN-S 2x with random weights."""
     from super_resolution.weights import sr_config
-    from ws_dan.checkpoint import save_checkpoint
+    from ws_dan.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_dbpn("dbpn-s", 2)

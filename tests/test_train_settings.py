@@ -1,4 +1,4 @@
-"""train.py's flags, ws_dan.classification.TrainSettings and the cleaner's copy of the flags stay one list; the recipe
+"""train.py's flags, ws_dan.training.recipe.TrainSettings and the cleaner's copy of the flags stay one list; the recipe
 runs from a TrainSettings alone (a notebook, the cleaner) and records it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import script
 
-from ws_dan.classification import DEFAULTS, WSDAN_RECIPE, TrainSettings, train_classifier
+from ws_dan.training.recipe import DEFAULTS, WSDAN_RECIPE, TrainSettings, train_classifier
 
 
 def _actions(parser) -> dict:

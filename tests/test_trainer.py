@@ -1,4 +1,5 @@
-"""The shared epoch loop (ws_dan.trainer), the run folder rules (ws_dan.run_dir), bounded flags (ws_dan.cli_types)
+"""The shared epoch loop (ws_dan.training.trainer), the run folder rules (ws_dan.common.run_dir), bounded flags
+(ws_dan.common.cli_types)
 and train.py / train_sr.py hardening: refusals before anything is written, --overwrite, stale temporary files,
 Ctrl-C during the checkpoint write."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import signal
 
@@ -14,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_TRAIN, run_script, script
 
-from ws_dan.checkpoint import load_checkpoint
-from ws_dan.cli_types import nonneg_int, positive_float, positive_int, unit_float
-from ws_dan.optim import build_scheduler
-from ws_dan.run_dir import RunDirError, check_run_dir, prepare_run_dir
-from ws_dan.trainer import CheckpointSaver, Trainer, TrainerConfig, TrainingError, TrainingInterrupted
+from ws_dan.common.cli_types import nonneg_int, positive_float, positive_int, unit_float
+from ws_dan.common.run_dir import RunDirError, check_run_dir, prepare_run_dir
+from ws_dan.models.checkpoint import load_checkpoint
+from ws_dan.training.optim import CosineSchedule, build_scheduler
+from ws_dan.training.trainer import CheckpointSaver, Trainer, TrainerConfig, TrainingError, TrainingInterrupted
 
 
 def _tree(path):
@@ -152,15 +154,15 @@ def test_ctrl_c_in_an_epoch_saves_an_interrupted_checkpoint(tmp_path):
 def test_saver_finishes_every_file_when_ctrl_c_comes_between_writes(tmp_path, monkeypatch):
     """save_checkpoint holds a Ctrl-C during its write and raises it afterwards: best.pt and epoch_NNN.pt must
     still be written before the saver stops."""
-    import ws_dan.trainer
+    import ws_dan.training.trainer
 
-    real = ws_dan.trainer.save_checkpoint
+    real = ws_dan.training.trainer.save_checkpoint
 
     def save_then_interrupt(*args, **kwargs):
         real(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ws_dan.trainer, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(ws_dan.training.trainer, "save_checkpoint", save_then_interrupt)
     saver = CheckpointSaver(tmp_path, metric="val_top1", save_freq=1)
     assert saver.update(1, 50.0)
     with pytest.raises(KeyboardInterrupt):
@@ -184,10 +186,45 @@ def test_saver_best_tracking_and_modes(tmp_path):
 def test_build_scheduler_names():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     assert isinstance(build_scheduler("plateau", opt, 5), torch.optim.lr_scheduler.ReduceLROnPlateau)
-    assert isinstance(build_scheduler("cosine", opt, 5), torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert isinstance(build_scheduler("cosine", opt, 5), CosineSchedule)
     assert build_scheduler("step", opt, 5).gamma == 0.9
     with pytest.raises(ValueError, match="unknown learning-rate scheduler 'poly'"):
         build_scheduler("poly", opt, 5)
+
+
+def _rates(scheduler, optimizer, epochs):
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_cosine_schedule_is_the_closed_form_and_anneals_within_the_budget():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    rates = _rates(CosineSchedule(opt, 8), opt, 8)
+    assert rates == pytest.approx([0.05 * (1 + math.cos(math.pi * t / 8)) for t in range(8)], abs=1e-15)
+    assert rates[0] == 0.1 and rates[-1] < 0.004  # the last epoch of any budget runs at under 4% of the peak
+
+
+def test_cosine_schedule_resumed_with_a_larger_budget_follows_the_new_curve():
+    """A 1-epoch run ends at rate 0; resumed with -e 3 it must not stay at 0, and must match an unbroken 3-epoch
+    run bit for bit (the state holds no rate, only the epoch count and the base rates)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    straight = _rates(CosineSchedule(opt, 3), opt, 3)
+    opt1 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    first = CosineSchedule(opt1, 1)
+    _rates(first, opt1, 1)
+    assert opt1.param_groups[0]["lr"] == 0.0
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    opt2.load_state_dict(opt1.state_dict())  # the optimizer's saved rate is 0
+    resumed = CosineSchedule(opt2, 3)
+    resumed.load_state_dict(first.state_dict())
+    assert [0.1] + _rates(resumed, opt2, 2) == straight
+    old = torch.optim.lr_scheduler.CosineAnnealingLR(opt1, T_max=4).state_dict()  # an older run's state loads too
+    resumed.load_state_dict(old)
+    assert resumed.last_epoch == old["last_epoch"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

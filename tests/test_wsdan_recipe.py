@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import TINY_TRAIN, run_script, script, shared
 
-from ws_dan import classification as recipe
-from ws_dan.backbones import create_backbone
-from ws_dan.checkpoint import load_checkpoint
-from ws_dan.distributed import DistInfo
-from ws_dan.engine import StepConfig, TrainingDiverged, _DivergenceGuard, train_step
-from ws_dan.model import WSDAN, ModelConfig
-from ws_dan.optim import LinearWarmup, adaptive_clip_grad_, clip_gradients_, param_groups, unitwise_norm
+from ws_dan.models.backbones import create_backbone
+from ws_dan.models.checkpoint import load_checkpoint
+from ws_dan.models.wsdan import WSDAN, ModelConfig
+from ws_dan.training import recipe
+from ws_dan.training.distributed import DistInfo
+from ws_dan.training.engine import StepConfig, TrainingDiverged, _DivergenceGuard, train_step
+from ws_dan.training.optim import LinearWarmup, adaptive_clip_grad_, clip_gradients_, param_groups, unitwise_norm
 
 
 def _rows(path):
@@ -191,8 +191,8 @@ def test_step_clipping_caps_lr_times_the_gradient_at_every_rate():
 def test_training_metrics_hold_the_gradient_norm_and_the_clipped_share():
     """train_one_epoch's result: the mean and largest global norm over its optimizer steps (measured before
     clipping, equal to a direct computation) and the % of steps clipped; the epoch's log line prints them."""
-    from ws_dan.engine import _Meter
-    from ws_dan.optim import ClipStats
+    from ws_dan.training.engine import _Meter
+    from ws_dan.training.optim import ClipStats
 
     meter = _Meter(["raw"], torch.device("cpu"))
     y = torch.tensor([0, 1])

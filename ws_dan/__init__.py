@@ -1,23 +1,15 @@
 """WS-DAN (Weakly Supervised Data Augmentation Network) for fine-grained visual classification.
 
-The base layer of the toolkit: it imports nothing from ``super_resolution`` or ``data_tools`` (which build on
-it; tests/test_layers.py checks the direction). Its modules, one concept each:
+The base layer of the toolkit: it imports nothing from ``super_resolution`` or ``data_tools`` (which build on it).
+Its subpackages, each importing only those above it in this list (tests/test_layers.py checks the direction and
+that no package's modules import each other in a circle):
 
-* the method: ``backbones`` (name -> feature extractor, a registry), ``model`` (attention maps, bilinear
-  attention pooling, classifier; the plain baseline), ``attention`` (batched crop / drop, pure tensor functions),
-  ``losses`` (center loss), ``augment`` (training augmentations by name), ``optim`` (optimizers, AdaBound,
-  schedulers);
-* training and inference: ``data`` (datasets and transforms), ``engine`` (train_step, evaluate, predict),
-  ``trainer`` (the one epoch loop: resume, RNG, metrics.csv, CheckpointSaver, Ctrl-C), ``classification`` (the
-  classifier's recipe as named steps, TrainSettings, train.py's flags), ``run_dir`` (the save folder's rules),
-  ``distributed`` (torchrun / DDP), ``checkpoint`` (atomic, weights_only, validated config), ``convert`` (other
-  WS-DAN projects' checkpoints), ``export`` (ONNX / TorchScript);
-* outputs: ``prediction`` (what predict.py writes), ``report`` (report.html), ``metrics``, ``plots``,
-  ``contact_sheet``, ``tables``, ``benchmark`` (measuring helpers);
-* files every part shares: ``images`` (safe image open, content sniffing), ``io`` (the one atomic writer, CSV /
-  JSON, PathLike), ``outputs`` (output-folder safety, safe copy / link / move), ``owned_files`` (never replace
-  an input or a user's file), ``layout`` (the one dataset scanner), ``cli_types`` (bounded argparse types),
-  ``utils`` (devices, seeds, logging).
+* :mod:`ws_dan.common`: the floor every package stands on (atomic files, image I/O, output-folder safety, the
+  dataset scanner, run-folder rules, CLI types, tables, devices, seeds and logging);
+* :mod:`ws_dan.data`: datasets, transforms, augmentations;
+* :mod:`ws_dan.models`: backbones, the WS-DAN model and baseline, attention crop / drop, losses, checkpoints;
+* :mod:`ws_dan.evaluation`: inference, metrics, plots, predict.py's outputs, the HTML report;
+* :mod:`ws_dan.training`: the recipe's named steps, the trainer, the train step, optimizers, distributed.
 """
 
 __version__ = "0.1.0"

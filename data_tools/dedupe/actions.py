@@ -1,7 +1,7 @@
 """What a clean-up does with a duplicate report: copy the images to keep, or quarantine the extra copies (+ undo).
 
 Both act on the paths the report lists, never on what a symlink points to: ``copy-unique`` copies (or with
-``link`` hard-links) the real file behind each kept path (``ws_dan.outputs.copy_file``), and the quarantine moves
+``link`` hard-links) the real file behind each kept path (``ws_dan.common.outputs.copy_file``), and the quarantine moves
 the duplicate's path itself, link or file, through the shared manifest (``data_tools.manifest``), which refuses
 to move a file that a kept image links to and records the folders that undo may act in.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from data_tools.dedupe.report import DuplicateReport
 from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
 from data_tools.parallel import Progress, track
-from ws_dan.layout import DatasetImage
-from ws_dan.outputs import copy_file, output_path
+from ws_dan.common.dataset_folders import DatasetImage
+from ws_dan.common.outputs import copy_file, output_path
 
 #: Columns of dedupe's quarantine_manifest.csv.
 MANIFEST_FIELDS = MOVE_FIELDS

@@ -16,7 +16,7 @@
 Speed (issue 14). The hashes look at 64x64 pixels at most (wHash; pHash 32x32, dHash 9x8), so they are computed
 on a *working image*: the gray picture reduced by the largest power of two that keeps its shorter side at least
 :data:`HASH_WORKING_SIZE` (56) pixels. A file is decoded straight to that size where it can be: a JPEG with the
-decoder's DCT scaling (1/2, 1/4, 1/8, luma only; ``ws_dan.images.decode_image``), the rest of the factor by
+decoder's DCT scaling (1/2, 1/4, 1/8, luma only; ``ws_dan.common.images.decode_image``), the rest of the factor by
 :meth:`PIL.Image.Image.reduce` (box means). Because reduce(a) then reduce(b) has exactly the size of reduce(a*b),
 the draft-decoded working image has the same size as the full decode's and nearly the same pixels; on 1,121 real
 photos the four whole-image hashes of the two differ by 0.37 bits on average, 6 at most (:data:`DRAFT_DEVIATION`).
@@ -46,7 +46,7 @@ from PIL import Image
 
 from data_tools.dedupe.resample import resize_many
 from data_tools.parallel import Progress, parallel_map
-from ws_dan.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, decode_image
+from ws_dan.common.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, decode_image
 
 LOG = logging.getLogger(__name__)
 
@@ -183,10 +183,10 @@ def image_hashes(image: Image.Image) -> np.ndarray:
 def file_hashes(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
     """The hashes of an image file decoded at the working size, and the file's full upright size.
 
-    A JPEG is decoded with DCT scaling (``ws_dan.images.decode_image``) by up to 8 of the working reduction and
+    A JPEG is decoded with DCT scaling (``ws_dan.common.images.decode_image``) by up to 8 of the working reduction and
     reduced by the rest; since ``ceil(ceil(n / a) / b) == ceil(n / (a * b))`` the working image has exactly the
     size :func:`image_hashes` gives the full decode, and its hashes differ from those by at most a few bits
-    (:data:`DRAFT_DEVIATION`). Raises :class:`~ws_dan.images.UnreadableImageError`.
+    (:data:`DRAFT_DEVIATION`). Raises :class:`~ws_dan.common.images.UnreadableImageError`.
     """
     decoded = decode_image(path, max_pixels=max_pixels, draft=HASH_WORKING_SIZE, gray=True)
     rest = working_reduction(min(decoded.full_size)) // decoded.scale
@@ -208,7 +208,7 @@ class ImageHash:
 def hash_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, digest: bool = True) -> ImageHash:
     """Hash ``path`` (raises UnreadableImageError).
 
-    ``digest=True``: decode in full (:func:`~ws_dan.images.open_image`), take the pixel digest and the hashes of
+    ``digest=True``: decode in full (:func:`~ws_dan.common.images.open_image`), take the pixel digest and the hashes of
     that picture. ``digest=False``: decode at the working size only (:func:`file_hashes`, several times faster
     for a JPEG), no digest.
     """
@@ -264,7 +264,7 @@ def hash_images(paths: Sequence[Path], workers: Optional[int] = None, progress: 
     """Hash ``paths`` on ``workers`` processes (all cores when None).
 
     Unreadable files are skipped and listed with the reason; ``strict`` raises
-    :class:`~ws_dan.images.UnreadableImageError` at the first one instead. ``digests=False`` decodes each file
+    :class:`~ws_dan.common.images.UnreadableImageError` at the first one instead. ``digests=False`` decodes each file
     at the working size only and leaves every digest None (the duplicate finder then digests the few candidates
     with :func:`add_digests`); the default decodes in full and digests every image.
     """

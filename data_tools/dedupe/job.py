@@ -9,9 +9,9 @@ from data_tools.dedupe.actions import copy_unique, quarantine
 from data_tools.dedupe.report import DuplicateReport, duplicates_contact_sheet, find_duplicates, find_leaks
 from data_tools.dedupe.search import DEFAULT_THRESHOLD, check_threshold
 from data_tools.parallel import Progress
-from ws_dan.io import InputError, write_csv, write_json
-from ws_dan.layout import skipped_rows
-from ws_dan.outputs import finish_output_dir, prepare_output_dir
+from ws_dan.common.dataset_folders import skipped_rows
+from ws_dan.common.io import InputError, write_csv, write_json
+from ws_dan.common.outputs import finish_output_dir, prepare_output_dir
 
 ACTIONS = ("report", "copy-unique", "quarantine")
 DUPLICATE_FIELDS = ("group", "role", "kind", "distance", "path", "side", "split", "label", "width", "height",

@@ -32,10 +32,10 @@ from data_tools.dedupe.search import (
     pair_distances,
 )
 from data_tools.parallel import Progress
-from ws_dan.images import SkippedFile
-from ws_dan.io import InputError
-from ws_dan.layout import DatasetImage, scan_dataset
-from ws_dan.outputs import check_not_nested
+from ws_dan.common.dataset_folders import DatasetImage, scan_dataset
+from ws_dan.common.images import SkippedFile
+from ws_dan.common.io import InputError
+from ws_dan.common.outputs import check_not_nested
 
 LOG = logging.getLogger(__name__)
 
@@ -272,11 +272,11 @@ def find_leaks(reference_dir, query_dir, threshold: int = DEFAULT_THRESHOLD, wor
 def duplicates_contact_sheet(report: DuplicateReport, path, max_groups: int = 20, max_per_group: int = 8,
                              thumb: int = 112) -> Optional[Path]:
     """A PNG with one row per group (the first ``max_groups``): keeper first, captions with distance and kind,
-    file name and class; the group id on the left, red for a label conflict (``ws_dan.contact_sheet``).
+    file name and class; the group id on the left, red for a label conflict (``ws_dan.common.contact_sheet``).
 
     Returns the path, or None when there is no group. Images that fail to open show as grey tiles.
     """
-    from ws_dan.contact_sheet import contact_sheet
+    from ws_dan.common.contact_sheet import contact_sheet
 
     groups = report.groups[:max_groups]
     rows = []

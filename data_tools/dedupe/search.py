@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 
 from data_tools.dedupe.hashing import DRAFT_DEVIATION, HASH_NAMES
-from ws_dan.io import InputError
-from ws_dan.utils import default_workers
+from ws_dan.common.io import InputError
+from ws_dan.common.runtime import default_workers
 
 #: (view of image a, view of image b) pairings tried; the distance is the smallest.
 PAIRINGS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -135,7 +135,7 @@ def find_pairs(hashes: np.ndarray, threshold: int = DEFAULT_THRESHOLD, other: Op
 
 
 def check_threshold(threshold: int) -> None:
-    """Raise :class:`~ws_dan.io.InputError` for a threshold outside 0..MAX_THRESHOLD."""
+    """Raise :class:`~ws_dan.common.io.InputError` for a threshold outside 0..MAX_THRESHOLD."""
     if not 0 <= int(threshold) <= MAX_THRESHOLD:
         raise InputError(f"--threshold {threshold}: expected 0 to {MAX_THRESHOLD} (summed Hamming distance "
                             f"of four 64-bit hashes; the default is {DEFAULT_THRESHOLD})")

@@ -20,9 +20,9 @@ def make_backend(name: str, **kwargs) -> SearchBackend:
     """The backend ``name`` with its credentials from the environment (never from arguments)."""
     cls = BACKENDS.get(name)
     if cls is None:
-        from data_tools.common import DataToolError
+        from ws_dan.common.io import InputError
 
-        raise DataToolError(f"--source {name!r}: expected one of {', '.join(BACKENDS)}")
+        raise InputError(f"--source {name!r}: expected one of {', '.join(BACKENDS)}")
     if hasattr(cls, "from_env"):
         return cls.from_env(**kwargs)
     return cls(**kwargs)

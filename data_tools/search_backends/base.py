@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from data_tools.common import DataToolError
 from data_tools.http import (
     MAX_RETRY_AFTER,
     USER_AGENT,
@@ -34,6 +33,7 @@ from data_tools.http import (
     with_retries,
 )
 from data_tools.licenses import LICENSE_FIELDS
+from ws_dan.common.io import InputError
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ DEFAULT_BACKOFF = 2.0
 MAX_RESPONSE_BYTES = 5 * 1024 * 1024
 
 
-class SearchError(DataToolError):
+class SearchError(InputError):
     """The API refused the request for a reason retrying cannot fix (bad key or engine id, bad parameter)."""
 
 

@@ -12,7 +12,7 @@ that none of them can damage a user's data by accident, whatever links the folde
 * A file is written only where its folder really lies inside the output root: a symlinked folder met on the way
   (``out/A -> /elsewhere``) is refused instead of followed (:func:`output_path`).
 * Every file appears under its final name only once complete: it is written under a hidden temporary name in the
-  same folder and renamed (:func:`copy_file`, ``ws_dan.io.atomic_write``). Ctrl-C leaves complete files and, at
+  same folder and renamed (:func:`copy_file`, ``ws_dan.common.io.atomic_write``). Ctrl-C leaves complete files and, at
   worst, a hidden ``.*.tmp`` file, which a resumed run removes.
 * Links are never followed to write, and never copied as links: :func:`copy_file` copies (or hard-links) the
   file a symlink points to, so ``--link`` never makes a dangling link; :func:`move_file` moves the path itself
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from .io import InputError, PathLike, write_json
+from ws_dan.common.io import InputError, PathLike, write_json
 
 #: Left in an output folder while a tool runs; present after a crash or Ctrl-C, removed when the job completes.
 MARKER_NAME = ".incomplete.json"
@@ -70,7 +70,7 @@ def prepare_output_dir(output_dir: PathLike, inputs: Sequence[PathLike] = (), *,
                        tool: str = "", settings: Optional[dict] = None) -> bool:
     """Check and create ``output_dir`` for ``tool``; returns True when it resumes an interrupted run.
 
-    Refused (:class:`~ws_dan.io.InputError`): an output folder nested with an input folder; a path that is a
+    Refused (:class:`~ws_dan.common.io.InputError`): an output folder nested with an input folder; a path that is a
     file; a non-empty folder, unless ``overwrite`` or the folder holds the marker of an interrupted run of the
     same ``tool`` with the same ``settings`` (a JSON-serialisable dict of whatever decides the output).
     """
@@ -145,7 +145,7 @@ def remove_tree(path: PathLike) -> None:
 def output_path(root: PathLike, rel: PathLike) -> Path:
     """``root / rel`` with its folders created, refusing any way out of ``root``.
 
-    Refused (:class:`~ws_dan.io.InputError`): an absolute ``rel`` or one with ``..``, and a folder on the way
+    Refused (:class:`~ws_dan.common.io.InputError`): an absolute ``rel`` or one with ``..``, and a folder on the way
     that is a symlink (``out/A -> /elsewhere``: writing ``out/A/x.jpg`` would write outside the output) or a
     file. ``root`` itself may be a link: the user named it.
     """
@@ -263,7 +263,7 @@ def move_file(src: PathLike, dst: PathLike) -> None:
 
 def save_image(image: Any, dst: PathLike, format: str, **params: Any) -> None:
     """Save a PIL image to ``dst`` atomically in ``format`` (``"JPEG"``, ``"PNG"``...)."""
-    from .io import atomic_write
+    from ws_dan.common.io import atomic_write
 
     with atomic_write(dst, "wb") as f:
         image.save(f, format=format, **params)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .io import PathLike
-from .model import WSDAN
+from ws_dan.common.io import PathLike
+from ws_dan.models.wsdan import WSDAN
 
 
 class InferenceModel(nn.Module):

@@ -9,17 +9,17 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .engine import topk_correct
+from ws_dan.evaluation.inference import topk_correct
 
 
 @dataclass
-class Report:
+class Scores:
     summary: dict  # top1/top3/top5 (%), macro precision / recall / F1
     per_class: list[dict]  # one row per class: support, correct, precision, recall, f1
     confusion: np.ndarray  # (K, K), rows true, columns predicted
 
 
-def classification_report(targets: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> Report:
+def classification_scores(targets: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]) -> Scores:
     """Top-k accuracy and macro precision / recall / F1 (scikit-learn's definitions: the macro average runs
     over the classes present in the labels or the predictions, and 0/0 counts as 0)."""
     targets = np.asarray(targets)
@@ -40,4 +40,11 @@ def classification_report(targets: np.ndarray, probabilities: np.ndarray, class_
          "recall": round(float(rc[i]), 6), "f1": round(float(fc[i]), 6)}
         for i, name in enumerate(class_names)
     ]
-    return Report(summary, per_class, cm)
+    return Scores(summary, per_class, cm)
+
+
+def rank_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """(N, min(k, classes)) class indices by falling probability; ties go to the lower class index (a stable
+    sort), as argmax does, so ``predicted`` always equals the argmax of probabilities.npy."""
+    k = min(int(k), probabilities.shape[1])
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]

@@ -1,7 +1,7 @@
 """Single output files next to a user's files: never one of the inputs, never a file the tool did not write.
 
 For tools that write a few named files into a folder the user may reuse (predict.py, export.py), as opposed to
-the fresh output folders of the data tools (:mod:`ws_dan.outputs`):
+the fresh output folders of the data tools (:mod:`ws_dan.common.outputs`):
 
 * an output file is never one of the input files: paths are compared resolved (symlinks followed) and, where
   both exist, with ``os.path.samefile`` (same device and inode, so a hard link counts as the same file);
@@ -20,8 +20,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .io import InputError, PathLike, write_json
-from .outputs import is_within, real_path
+from ws_dan.common.io import InputError, PathLike, write_json
+from ws_dan.common.outputs import is_within, real_path
 
 MANIFEST_NAME = ".ws_dan_outputs.json"
 

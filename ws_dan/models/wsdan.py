@@ -5,7 +5,7 @@
     pooling      f_k = g(A_k * F),  k = 1..M                   feature matrix P = [f_1; ...; f_M]  (B, M, C)
     classifier   logits = W . normalise(P)                     (B, num_classes)
 
-Training adds the center loss and the attention crop/drop views (``ws_dan.engine.train_step``); inference
+Training adds the center loss and the attention crop/drop views (``ws_dan.training.engine.train_step``); inference
 averages the logits of the raw image and of the image cropped to the mean attention map
 (:meth:`WSDAN.predict_logits`).
 """
@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import attention_crop, grab_attention_crop
-from .backbones import Backbone, canonical_name, create_backbone
+from ws_dan.models.attention import attention_crop, grab_attention_crop
+from ws_dan.models.backbones import Backbone, canonical_name, create_backbone
 
 EPSILON = 1e-12
 METHODS = ("wsdan", "baseline")
@@ -51,7 +51,7 @@ class ModelConfig:
     eval_crop_theta: float = 0.1
     eval_crop_padding: float = 0.05
     # Variants of the head, so that models trained by other WS-DAN code keep their exact formula (see
-    # ws_dan/convert.py). The defaults are the paper's / WS-DAN.PyTorch's; the reference (Grab) project used
+    # ws_dan/models/convert.py). The defaults are the paper's / WS-DAN.PyTorch's; the reference (Grab) project used
     # a bare 1x1 conv for the attention maps, plain average pooling, a classifier with bias, logit_scale 1
     # and min-max normalised maps for the inference crop.
     attention_bn: bool = True  # attention maps = ReLU(BN(conv1x1(F))); False: conv1x1(F) only
@@ -61,7 +61,7 @@ class ModelConfig:
     # The preprocessing and inference-crop convention a model was trained with, so that converted models predict
     # as they did in their own code. "bilinear" / "wsdan": this toolkit's (antialiased bilinear resize; box from the
     # upsampled map, pixel-centre crop). "lanczos" / "grab": the reference project's (PIL LANCZOS resize;
-    # ws_dan.attention.grab_attention_crop). Defaults keep every existing checkpoint predicting as before.
+    # ws_dan.models.attention.grab_attention_crop). Defaults keep every existing checkpoint predicting as before.
     resize_interpolation: str = "bilinear"
     crop_convention: str = "wsdan"
 

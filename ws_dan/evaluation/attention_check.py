@@ -15,9 +15,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .attention import attention_crop_boxes, crop_and_resize
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .io import PathLike
+from ws_dan.common.io import PathLike
+from ws_dan.models.attention import attention_crop_boxes, crop_and_resize
+from ws_dan.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet-1k classes that show a road vehicle or a recognisable part of one (torchvision's category names).
 VEHICLE_CLASSES = (
@@ -33,7 +33,7 @@ def imagenet_judge(weights_path: PathLike) -> tuple[nn.Module, torch.Tensor]:
     in eval mode, and the indices of :data:`VEHICLE_CLASSES`."""
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-    from .backbones import load_weights_file
+    from ws_dan.models.backbones import load_weights_file
 
     net = mobilenet_v2(weights=None)
     net.load_state_dict(load_weights_file(weights_path), strict=True)
@@ -75,7 +75,7 @@ def peak_boxes(attention: torch.Tensor, size: tuple[int, int], area: float) -> t
     """Square boxes (B, 4) covering ``area`` of the image, centred on each mean map's maximum (after bilinear
     upsampling to ``size``) and shifted inside the image: where the model looks hardest, at a fixed size, so it
     can be compared with same-size boxes elsewhere even when the thresholded crop is the whole image."""
-    from .attention import normalized_attention
+    from ws_dan.models.attention import normalized_attention
 
     height, width = size
     up = normalized_attention(attention, size)[:, 0].flatten(1)  # (B, H*W)

@@ -1,7 +1,7 @@
 """The save folder of a training run: what a run writes there, and the checks made before it writes anything.
 
 A run owns a fixed set of names in its folder (:data:`RUN_FILES`, ``epoch_NNN.pt``, and the hidden temporary
-files of :func:`ws_dan.io.atomic_write` beside them). :func:`prepare_run_dir` is called once, before the first
+files of :func:`ws_dan.common.io.atomic_write` beside them). :func:`prepare_run_dir` is called once, before the first
 byte is written, and refuses (:class:`RunDirError`, one line) when
 
 * the folder already holds a run and this one neither resumes it (``-c``) nor replaces it (``--overwrite``):
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
-from .io import InputError, PathLike
-from .outputs import is_within, real_path
+from ws_dan.common.io import InputError, PathLike
+from ws_dan.common.outputs import is_within, real_path
 
 log = logging.getLogger(__name__)
 

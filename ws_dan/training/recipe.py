@@ -11,15 +11,15 @@ the first write, :func:`open_run_dir`, and :func:`wrap_model`, :func:`build_load
 :func:`build_trainer`, :func:`write_args_json`, :func:`log_run`, ``trainer.fit()``, :func:`log_done`.
 
 Everything up to :func:`build_datasets` only reads: errors in the user's input raise :class:`TrainSetupError`
-(one line) before the run folder is touched. Ctrl-C raises :class:`ws_dan.trainer.TrainingInterrupted`; a run
-that cannot go on raises :class:`ws_dan.trainer.TrainingError` (e.g. from the epoch function in
+(one line) before the run folder is touched. Ctrl-C raises :class:`ws_dan.training.trainer.TrainingInterrupted`; a run
+that cannot go on raises :class:`ws_dan.training.trainer.TrainingError` (e.g. from the epoch function in
 :func:`build_trainer`: a diverging loss).
 
 A new setting is a :class:`TrainSettings` field in its group, the flag in the same group of train.py's parser
 (``default=TrainSettings.<field>``) and of train_cleaner.py's copy (tests/test_train_settings.py says when one is
 missing), read by the step it concerns: parameter groups, learning rates and warm-up in
 :func:`build_optimization`, the model's head in :func:`resolve_model`, the step's schedule in
-:class:`ws_dan.engine.StepConfig` via :func:`build_optimization`.
+:class:`ws_dan.training.engine.StepConfig` via :func:`build_optimization`.
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
-from .io import PathLike
-from .utils import default_workers
+from ws_dan.common.io import PathLike
+from ws_dan.common.runtime import default_workers
 
 if TYPE_CHECKING:  # torch and the model load in the steps, so that train.py --help stays quick
     import torch
 
-    from .data import ImageDataset, SampleList, SkipLog
-    from .distributed import DistInfo
-    from .engine import StepConfig
-    from .model import ModelConfig
-    from .optim import LinearWarmup
-    from .trainer import Trainer
+    from ws_dan.data.datasets import ImageDataset, SampleList, SkipLog
+    from ws_dan.models.wsdan import ModelConfig
+    from ws_dan.training.distributed import DistInfo
+    from ws_dan.training.engine import StepConfig
+    from ws_dan.training.optim import LinearWarmup
+    from ws_dan.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ class TrainSettings:
     head_lr_scale: Optional[float] = None  # None: the method's recipe (WSDAN_RECIPE / BASELINE_RECIPE)
     warmup_epochs: Optional[float] = None  # None: the method's recipe
     clip_grad: Optional[float] = None  # None: the method's recipe; 0: no clipping
-    clip_mode: Optional[str] = None  # None: the recipe's; "norm" / "step" / "agc" (ws_dan.optim.clip_gradients_)
-    diverge_factor: float = 5.0  # the divergence guard (ws_dan.engine); 0: off
+    clip_mode: Optional[str] = None  # None: the recipe's; "norm" / "step" / "agc" (optim.clip_gradients_)
+    diverge_factor: float = 5.0  # the divergence guard (ws_dan.training.engine); 0: off
     final_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-5
@@ -173,8 +173,8 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     drift; the seed project's names stay valid and argparse checks the bounds. Defined once here because
     train.py and train_cleaner.py both take them (a script imports no other); ``helps`` replaces the help text of
     ``model``, ``method``, ``image_size``, ``data_dir`` or ``save_dir`` for a script whose defaults differ."""
-    from .backbones import list_backbones
-    from .cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+    from ws_dan.common.cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+    from ws_dan.models.backbones import list_backbones
 
     S = TrainSettings
     helps = helps or {}
@@ -348,7 +348,7 @@ class Optimization(NamedTuple):
 def start_logging(settings: TrainSettings, info: DistInfo) -> logging.handlers.MemoryHandler:
     """Log to the console only, until the run folder is known to be usable; the returned handler keeps the
     lines for train.log (:func:`open_run_dir`). Ranks other than 0 log errors only."""
-    from .utils import setup_logging
+    from ws_dan.common.runtime import setup_logging
 
     project = setup_logging(None, settings.verbose)
     early = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
@@ -365,10 +365,10 @@ def check_inputs(settings: TrainSettings, info: DistInfo, data_dirs: Optional[Se
     cleaner passes its source folder, as its split lives inside its save folder by design)."""
     import torch
 
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .data import DatasetError, SkipLog, discover_train_test
-    from .run_dir import RunDirError, check_run_dir
-    from .utils import parse_gpu_ids, resolve_device
+    from ws_dan.common.run_dir import RunDirError, check_run_dir
+    from ws_dan.common.runtime import parse_gpu_ids, resolve_device
+    from ws_dan.data.datasets import DatasetError, SkipLog, discover_train_test
+    from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
 
     save_dir = Path(settings.save_dir)
     clear_of = list(data_dirs) if data_dirs is not None else [settings.data_dir]
@@ -410,9 +410,9 @@ def check_inputs(settings: TrainSettings, info: DistInfo, data_dirs: Optional[Se
 def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConfig, torch.nn.Module]:
     """The model config and the model: the checkpoint's when resuming (settings given must agree with it),
     else the settings' (unset ones from :data:`DEFAULTS`), with ImageNet weights when ``pretrained``."""
-    from .backbones import PretrainedWeightsError
-    from .checkpoint import CheckpointError, build_model_from_state, check_compatible, checkpoint_config
-    from .model import ModelConfig, build_model
+    from ws_dan.models.backbones import PretrainedWeightsError
+    from ws_dan.models.checkpoint import CheckpointError, build_model_from_state, check_compatible, checkpoint_config
+    from ws_dan.models.wsdan import ModelConfig, build_model
 
     class_names = inputs.train_list.class_names
     try:
@@ -501,8 +501,8 @@ def resolve_recipe(settings: TrainSettings, config: ModelConfig, resume: Optiona
 def build_datasets(settings: TrainSettings, config: ModelConfig, inputs: RunInputs) -> Datasets:
     """The train and test datasets with the model's input size and normalisation; an unknown ``augment`` name
     is a :class:`TrainSetupError` here, still before anything is written."""
-    from .augment import parse_augment
-    from .data import ImageDataset, build_transform
+    from ws_dan.data.augment import parse_augment
+    from ws_dan.data.datasets import ImageDataset, build_transform
 
     try:
         augment = parse_augment(settings.augment)
@@ -520,9 +520,9 @@ def open_run_dir(settings: TrainSettings, inputs: RunInputs, info: DistInfo,
     files cleared) by rank 0, then logged to (train.log gets the lines logged so far too)."""
     import torch
 
-    from . import distributed as dist
-    from .run_dir import prepare_run_dir
-    from .utils import setup_logging
+    from ws_dan.common.run_dir import prepare_run_dir
+    from ws_dan.common.runtime import setup_logging
+    from ws_dan.training import distributed as dist
 
     if info.is_main:
         prepare_run_dir(inputs.save_dir, resume=bool(settings.ckpt), overwrite=settings.overwrite,
@@ -553,7 +553,7 @@ def wrap_model(settings: TrainSettings, model: torch.nn.Module, inputs: RunInput
     ``gpu_ids``, else the model itself; compiled with ``compile``."""
     import torch
 
-    from .utils import wrap_data_parallel
+    from ws_dan.common.runtime import wrap_data_parallel
 
     if info.enabled and settings.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -576,8 +576,8 @@ def build_loaders(settings: TrainSettings, datasets: Datasets, inputs: RunInputs
     every rank a different shard); validation is split into shards across ranks."""
     import torch
 
-    from . import distributed as dist
-    from .data import make_loader
+    from ws_dan.data.datasets import make_loader
+    from ws_dan.training import distributed as dist
 
     generator = torch.Generator().manual_seed(settings.seed)
     train_sampler = test_sampler = None
@@ -604,9 +604,15 @@ def build_optimization(settings: TrainSettings, model: torch.nn.Module, config: 
 
     import torch
 
-    from .engine import StepConfig
-    from .optim import LinearWarmup, balanced_class_weights, build_optimizer, build_scheduler, param_groups
-    from .utils import amp_dtype
+    from ws_dan.common.runtime import amp_dtype
+    from ws_dan.training.engine import StepConfig
+    from ws_dan.training.optim import (
+        LinearWarmup,
+        balanced_class_weights,
+        build_optimizer,
+        build_scheduler,
+        param_groups,
+    )
 
     groups = param_groups(model, settings.lr, 1.0 if settings.head_lr_scale is None else settings.head_lr_scale)
     optimizer = build_optimizer(settings.optimizer, groups, lr=settings.lr, momentum=settings.momentum,
@@ -643,14 +649,14 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
     ``args`` (default the settings).
 
     The epoch function turns WS-DAN's crop and drop views on from ``views_start_epoch``, and a diverging loss
-    (:class:`ws_dan.engine.TrainingDiverged`) into a :class:`TrainingError` whose one line names the learning
+    (:class:`ws_dan.training.engine.TrainingDiverged`) into a :class:`TrainingError` whose one line names the learning
     rates and what to try; the diverged epoch's weights are not saved (last.pt keeps the previous epoch)."""
     import math
 
-    from . import engine
-    from .images import UnreadableImageError
-    from .plots import plot_curves
-    from .trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.evaluation.plots import plot_curves
+    from ws_dan.training import engine
+    from ws_dan.training.trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError
 
     device, skip_log, progress = inputs.device, inputs.skip_log, settings.progress and info.is_main
     strict_hint = "\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)"
@@ -716,7 +722,7 @@ def write_args_json(settings: TrainSettings, config: ModelConfig, inputs: RunInp
                     record: Optional[Mapping[str, Any]] = None) -> None:
     """args.json in the run folder (rank 0): ``record`` (default the settings), the resolved model config and
     the number of processes."""
-    from .io import write_json
+    from ws_dan.common.io import write_json
 
     if info.is_main:
         write_json(inputs.save_dir / "args.json",
@@ -749,10 +755,10 @@ def log_run(settings: TrainSettings, config: ModelConfig, inputs: RunInputs, dat
 def write_report(settings: TrainSettings, model: torch.nn.Module, config: ModelConfig, inputs: RunInputs,
                  datasets: Datasets, optim: Optimization, info: DistInfo, epoch: int) -> Optional[Path]:
     """report.html in the run folder (``--report``, on by default; rank 0 only): one more pass over the test split
-    with the final weights, beside the curves of metrics.csv (ws_dan.report)."""
+    with the final weights, beside the curves of metrics.csv (ws_dan.evaluation.html_report)."""
     if not settings.report or not info.is_main:
         return None
-    from .report import write_training_report
+    from ws_dan.evaluation.prediction import write_training_report
 
     return write_training_report(inputs.save_dir, model, datasets.test, config.class_names, device=inputs.device,
                                  amp_dtype=optim.dtype, batch_size=inputs.batch_size, workers=settings.workers,
@@ -780,8 +786,8 @@ def train_classifier(settings: TrainSettings, data_dirs: Optional[Sequence[PathL
     folder must stay clear of (default the data folder); ``extra_files``: names the caller writes into the save
     folder too (removed with ``overwrite``); ``record``: what args.json and the checkpoints record as the run's
     arguments (default the settings; the cleaner adds its own flags)."""
-    from . import distributed as dist
-    from .utils import seed_everything
+    from ws_dan.common.runtime import seed_everything
+    from ws_dan.training import distributed as dist
 
     info = dist.init_distributed(settings.dist_backend)
     try:

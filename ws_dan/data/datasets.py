@@ -5,7 +5,7 @@ columns), or none (a folder of images to predict). All three give a list of ``(p
 (-1 when unlabelled) wrapped by :class:`ImageDataset`.
 
 Bad files never crash a long job: files that are not images are found while scanning (by content, see
-``ws_dan.images``) and files that fail to decode are returned by the dataset as :class:`FailedSample`;
+``ws_dan.common.images``) and files that fail to decode are returned by the dataset as :class:`FailedSample`;
 :func:`collate_skip_failed` drops them from the batch and hands their paths to the caller, which counts them
 and warns at the end. With ``strict=True`` the first bad file raises instead.
 """
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from torch.utils.data.dataloader import default_collate
 from torchvision import transforms as T
 
-from .augment import DEFAULT_AUGMENT, build_train_transform
-from .images import SkippedFile, UnreadableImageError, find_images, open_image, sniff_format
-from .io import PathLike
+from ws_dan.common.images import SkippedFile, UnreadableImageError, find_images, open_image, sniff_format
+from ws_dan.common.io import PathLike
+from ws_dan.data.augment import DEFAULT_AUGMENT, build_train_transform
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
                     interpolation: str = "bilinear") -> T.Compose:
     """Evaluation: the whole image resized to a square (no crop: the reference project found that keeping the
     whole car, resized to 512, beats a smaller crop) with ``interpolation`` (the checkpoint's recorded
-    ``resize_interpolation``). Training: the ``augment`` list (ws_dan.augment); the default is a horizontal flip
+    ``resize_interpolation``). Training: the ``augment`` list (ws_dan.data.augment); the default is a horizontal flip
     and WS-DAN.PyTorch's brightness and saturation jitter. ``pre``: a PIL -> PIL step applied first (e.g.
     super-resolution of small images)."""
     if interpolation not in INTERPOLATIONS:

@@ -2,7 +2,7 @@
 
 Layouts: ``root/<split>/<class>/...`` when every sub-folder of ``root`` is a split name (:data:`SPLIT_NAMES`),
 else ``root/<class>/...``. Images deeper inside a class folder belong to that class; images directly in ``root``
-(or a split folder) have no class. Files are found by :func:`ws_dan.images.find_images` (content sniffed, hidden
+(or a split folder) have no class. Files are found by :func:`ws_dan.common.images.find_images` (content sniffed, hidden
 files ignored, symlinked files listed, symlinked folders not entered, so a link loop cannot hang a scan).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .io import InputError, PathLike
+from ws_dan.common.io import InputError, PathLike
 
 #: Folder names recognised as splits of a dataset (``root/<split>/<class>/...``).
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
@@ -52,10 +52,10 @@ def scan_dataset(root: PathLike, splits: Optional[bool] = None) -> tuple[list[Da
     """Find the images under ``root`` and read split and class from the folder structure (see the module doc).
 
     ``splits``: force (True) or forbid (False) the split level; None decides from the sub-folder names. Returns
-    ``(images, skipped)``; ``skipped`` lists the :class:`~ws_dan.images.SkippedFile` entries of files that are
-    not images. Raises :class:`~ws_dan.io.InputError` when ``root`` is not a folder.
+    ``(images, skipped)``; ``skipped`` lists the :class:`~ws_dan.common.images.SkippedFile` entries of files that are
+    not images. Raises :class:`~ws_dan.common.io.InputError` when ``root`` is not a folder.
     """
-    from .images import find_images
+    from ws_dan.common.images import find_images
 
     root = Path(root)
     if not root.is_dir():

@@ -3,7 +3,7 @@ matrix and the attention heatmaps, and the short top-k summary printed for a han
 
 Everything here is importable from a notebook; the script only parses flags, runs the model and calls these.
 
-Outputs go through :class:`ws_dan.owned_files.OwnedOutputs`, so predict.py overwrites only files it wrote itself
+Outputs go through :class:`ws_dan.common.owned_files.OwnedOutputs`, so predict.py overwrites only files it wrote itself
 (a user's own ``predictions.csv`` in the output folder stays unless ``--overwrite``), and an output folder inside
 a scanned input folder is refused (its heatmaps would be predicted on the next run).
 """
@@ -11,18 +11,32 @@ a scanned input folder is refused (its heatmaps would be predicted on the next r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .data import DatasetError, SampleList, class_folder_samples, csv_samples, path_samples, unlabeled_samples
-from .io import PathLike, atomic_write, write_csv, write_json
-from .metrics import Report
-from .owned_files import OutputError, OwnedOutputs, check_not_an_input, check_not_inside
-from .report import REPORT_FILE
+from ws_dan.common.io import PathLike, atomic_write, read_csv_rows, write_csv, write_json
+from ws_dan.common.owned_files import OutputError, OwnedOutputs, check_not_an_input, check_not_inside
+from ws_dan.data.datasets import (
+    DatasetError,
+    SampleList,
+    class_folder_samples,
+    csv_samples,
+    path_samples,
+    unlabeled_samples,
+)
+from ws_dan.evaluation.html_report import REPORT_FILE, gallery_rows, write_report
+from ws_dan.evaluation.metrics import Scores, classification_scores, rank_classes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ws_dan.data.datasets import ImageDataset, Sample
+    from ws_dan.evaluation.inference import Predictions
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +108,6 @@ def display_path(path: PathLike, root: Optional[PathLike]) -> str:
     return str(path)
 
 
-def rank_classes(probabilities: np.ndarray, k: int) -> np.ndarray:
-    """(N, min(k, classes)) class indices by falling probability; ties go to the lower class index (a stable
-    sort), as argmax does, so ``predicted`` always equals the argmax of probabilities.npy."""
-    k = min(int(k), probabilities.shape[1])
-    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-
-
 def prediction_rows(images: Sequence[str], probabilities: np.ndarray, class_names: Sequence[str], topk: int,
                     targets: Optional[Sequence[int]] = None) -> list[dict[str, str]]:
     """The rows of predictions.csv, one per image, in ``probabilities`` order.
@@ -124,10 +131,10 @@ def prediction_rows(images: Sequence[str], probabilities: np.ndarray, class_name
     return rows
 
 
-def metrics_record(report: Report, num_images: int, skipped_images: int, **extra: Any) -> dict[str, Any]:
+def metrics_record(scores: Scores, num_images: int, skipped_images: int, **extra: Any) -> dict[str, Any]:
     """The content of metrics.json: counts, top-1/3/5 (%) and macro precision / recall / F1, then ``extra``
     (checkpoint, data_dir, super-resolution settings...)."""
-    return {"num_images": num_images, "skipped_images": skipped_images, **report.summary, **extra}
+    return {"num_images": num_images, "skipped_images": skipped_images, **scores.summary, **extra}
 
 
 def heatmap_name(n: int, path: PathLike) -> str:
@@ -165,7 +172,7 @@ class PredictionWriter:
     """
 
     def __init__(self, output_dir: PathLike, overwrite: bool = False, inputs: Sequence[PathLike] = (),
-                 scanned_dirs: Sequence[PathLike] = (), report: bool = False):
+                 scanned_dirs: Sequence[PathLike] = (), html: bool = False):
         """``inputs``: files that must never be written (the images and checkpoint the user named);
         ``scanned_dirs``: input folders, which neither the output folder nor its attention/ may be inside;
         ``report``: report.html will be written too (so a user's report.html there is refused before any work,
@@ -178,7 +185,7 @@ class PredictionWriter:
         self.inputs = [Path(p) for p in inputs]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.owned = OwnedOutputs(self.dir, TOOL)
-        self.owned.check(OUTPUT_FILES + (OPTIONAL_FILES if report else ()), overwrite, sub_dirs=(ATTENTION_DIR,))
+        self.owned.check(OUTPUT_FILES + (OPTIONAL_FILES if html else ()), overwrite, sub_dirs=(ATTENTION_DIR,))
         self.written: list[str] = []
 
     def path(self, name: str) -> Path:
@@ -188,24 +195,24 @@ class PredictionWriter:
         self.written.append(name)
         return self.owned.claim(name)
 
-    def write(self, rows: Sequence[dict[str, str]], probabilities: np.ndarray, report: Optional[Report] = None,
+    def write(self, rows: Sequence[dict[str, str]], probabilities: np.ndarray, scores: Optional[Scores] = None,
               metrics: Optional[dict[str, Any]] = None, class_names: Sequence[str] = ()) -> None:
         """predictions.csv and probabilities.npy (float32, row for row); with a report, metrics.json,
         per_class.csv and confusion_matrix.png."""
         write_csv(self.path("predictions.csv"), rows)
         with atomic_write(self.path("probabilities.npy"), "wb") as f:
             np.save(f, np.asarray(probabilities, dtype=np.float32))
-        if report is not None:
-            from .plots import plot_confusion_matrix
+        if scores is not None:
+            from ws_dan.evaluation.plots import plot_confusion_matrix
 
-            write_json(self.path("metrics.json"), metrics if metrics is not None else report.summary)
-            write_csv(self.path("per_class.csv"), report.per_class)
-            plot_confusion_matrix(report.confusion, list(class_names), self.path("confusion_matrix.png"))
+            write_json(self.path("metrics.json"), metrics if metrics is not None else scores.summary)
+            write_csv(self.path("per_class.csv"), scores.per_class)
+            plot_confusion_matrix(scores.confusion, list(class_names), self.path("confusion_matrix.png"))
 
     def heatmap(self, n: int, image_path: PathLike, attention: np.ndarray, row: dict[str, str]) -> Optional[Path]:
         """``attention/NNNN_<image>.png``: the image beside its attention heatmap; None when it cannot be read."""
-        from .images import UnreadableImageError, open_image
-        from .plots import save_attention_overlay
+        from ws_dan.common.images import UnreadableImageError, open_image
+        from ws_dan.evaluation.plots import save_attention_overlay
 
         try:
             image = open_image(image_path)
@@ -215,16 +222,15 @@ class PredictionWriter:
         save_attention_overlay(image, attention, out, heatmap_title(image_path, row))
         return out
 
-    def report(self, model: Any, dataset: Any, result: Any, class_names: Sequence[str], shown: Sequence[str],
-               report: Optional[Report] = None, metrics: Optional[dict[str, Any]] = None, **options: Any) -> Path:
-        """report.html (ws_dan.report): the page to look at, labelled when ``report`` is given. ``model``,
-        ``dataset`` and ``result`` are those of ws_dan.engine.predict; ``shown``: each row's path as in
+    def write_html(self, model: Any, dataset: Any, result: Any, class_names: Sequence[str], shown: Sequence[str],
+                   scores: Optional[Scores] = None, metrics: Optional[dict[str, Any]] = None, **options: Any) -> Path:
+        """report.html (ws_dan.evaluation.html_report): the page to look at, labelled when ``scores`` is given.
+        ``model``, ``dataset`` and ``result`` are those of ws_dan.evaluation.inference.predict;
+        ``shown``: each row's path as in
         predictions.csv; ``options``: device, amp_dtype, batch_size, thetas, flip (the attention maps of the
         gallery images are computed with the same test-time views as the predictions)."""
-        from .report import write_prediction_report
-
         return write_prediction_report(self.path(REPORT_FILE), model, dataset, result, class_names, shown=shown,
-                                       report=report, metrics=metrics, **options)
+                                       scores=scores, metrics=metrics, **options)
 
     def finish(self) -> list[str]:
         """Remove what an earlier run wrote and this one did not; returns those names."""
@@ -232,3 +238,109 @@ class PredictionWriter:
         if stale:
             log.info("removed %d file(s) of an earlier run: %s", len(stale), ", ".join(stale[:5]))
         return stale
+
+
+# --------------------------------------------------------------------------------------------------------
+# report.html from a model: what the renderer needs beyond the predictions
+
+
+def attention_for(model: torch.nn.Module, samples: Sequence[Sample], transform: Any, device: torch.device,
+                  amp_dtype: Optional[torch.dtype] = None, batch_size: int = 32,
+                  thetas: Optional[Sequence[float]] = None, flip: bool = False) -> dict[int, np.ndarray]:
+    """The mean attention map of each of a few ``samples`` (position -> map; unreadable ones are missing).
+
+    A second pass over just the gallery's images (24 at most) rather than keeping every image's map during
+    prediction: which images are the worst errors is known only at the end, and keeping all maps costs memory
+    in proportion to the data set. Same model, transform and test-time views, so the maps are those of the
+    prediction shown."""
+    from ws_dan.data.datasets import ImageDataset, make_loader
+    from ws_dan.evaluation.inference import predict
+
+    if not samples:
+        return {}
+    loader = make_loader(ImageDataset(list(samples), transform), batch_size, 0, train=False)
+    result = predict(model, loader, device, amp_dtype, keep_attention=len(samples), progress=False, thetas=thetas,
+                     flip=flip)
+    return {int(i): np.asarray(a) for i, a in result.attention}
+
+
+def write_prediction_report(
+    path: PathLike,
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    result: Predictions,
+    class_names: Sequence[str],
+    *,
+    shown: Optional[Sequence[str]] = None,
+    scores: Optional[Scores] = None,
+    metrics: Optional[Mapping[str, Any]] = None,
+    device: Optional[torch.device] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+    batch_size: int = 32,
+    thetas: Optional[Sequence[float]] = None,
+    flip: bool = False,
+    training_rows: Optional[Sequence[Mapping[str, Any]]] = None,
+    title: str = "WS-DAN predictions",
+) -> Path:
+    """:func:`write_report` for ``result`` (ws_dan.evaluation.inference.predict over ``dataset``), with the
+    attention maps of the gallery images computed by ``model``. Labelled when ``scores`` is given (predict.py passes it
+    only when
+    it evaluated), so ``--do-eval false`` gives the unlabelled page."""
+    samples = [dataset.samples[int(i)] for i in result.indices]
+    targets = result.targets if scores is not None else None
+    rows = gallery_rows(result.probabilities, targets)
+    if device is None:
+        device = next(model.parameters()).device
+    maps = attention_for(model, [samples[int(r)] for r in rows], dataset.transform, device, amp_dtype, batch_size,
+                         thetas, flip)
+    attention = {int(r): maps[j] for j, r in enumerate(rows) if j in maps}
+    return write_report(path, result.probabilities, class_names, [p for p, _ in samples], targets, shown=shown,
+                        scores=scores, metrics=metrics, attention=attention, training_rows=training_rows,
+                        title=title)
+
+
+def write_training_report(
+    save_dir: PathLike,
+    model: torch.nn.Module,
+    dataset: ImageDataset,
+    class_names: Sequence[str],
+    *,
+    device: Optional[torch.device] = None,
+    amp_dtype: Optional[torch.dtype] = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: bool = False,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """``save_dir/report.html`` for a finished training run: ``model`` predicts the validation ``dataset`` (the
+    unshuffled test split), the page gets those metrics, per-class table, confusion matrix and worst errors, and
+    the curves from ``save_dir/metrics.csv``. ``extra``: more metrics-table entries (e.g. which weights).
+
+    Call it on the main process only; it runs one more pass over ``dataset``."""
+    from ws_dan.data.datasets import SkipLog, make_loader
+    from ws_dan.evaluation.inference import predict
+
+    save_dir = Path(save_dir)
+    if device is None:
+        device = next(model.parameters()).device
+    skip_log = SkipLog()
+    loader = make_loader(dataset, batch_size, workers, train=False, pin_memory=device.type == "cuda")
+    result = predict(model, loader, device, amp_dtype, skip_log=skip_log, progress=progress)
+    scores = None
+    if len(result.targets):
+        scores = classification_scores(result.targets, result.probabilities, class_names)
+        metrics = metrics_record(scores, len(result.targets), len(skip_log), **dict(extra or {}))
+    else:
+        metrics = {"num_images": 0, "skipped_images": len(skip_log), **dict(extra or {})}
+    paths = [dataset.samples[int(i)][0] for i in result.indices]
+    # Paths shown relative to the folder above the class folders (test/), so each keeps its class folder.
+    folders = {str(Path(p).parent) for p in paths}
+    root = Path(os.path.commonpath(sorted(folders))) if folders else None
+    if root is not None and len(folders) == 1:
+        root = root.parent
+    shown = [display_path(p, root) for p in paths]
+    metrics_csv = save_dir / "metrics.csv"
+    rows = read_csv_rows(metrics_csv) if metrics_csv.is_file() else None
+    return write_prediction_report(save_dir / REPORT_FILE, model, dataset, result, class_names, shown=shown,
+                                   scores=scores, metrics=metrics, device=device, amp_dtype=amp_dtype,
+                                   batch_size=batch_size, training_rows=rows, title=f"Training run {save_dir.name}")

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from .io import PathLike
+from ws_dan.common.io import PathLike
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

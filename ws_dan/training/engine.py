@@ -1,31 +1,30 @@
-"""Training and inference loops: :func:`train_step` is the whole WS-DAN training step, top to bottom.
+"""The training loops: :func:`train_step` is the whole WS-DAN training step, top to bottom.
 
-``train_one_epoch`` / ``evaluate`` / ``predict`` wrap it with a DataLoader, mixed precision and progress bars;
-they take the model possibly wrapped (DataParallel / DistributedDataParallel) and reach the WS-DAN module
-underneath with :func:`unwrap` for its feature centers and config.
+``train_one_epoch`` and ``evaluate`` (the validation pass) wrap it with a DataLoader, mixed precision and progress
+bars; they take the model possibly wrapped (DataParallel / DistributedDataParallel) and reach the WS-DAN module
+underneath with :func:`~ws_dan.evaluation.inference.unwrap` for its feature centers and config. Prediction without
+training lives in :mod:`ws_dan.evaluation.inference`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .attention import attention_crop, attention_drop, random_theta, sample_attention_maps
-from .data import Batch, SkipLog
-from .distributed import all_reduce_sum
-from .losses import apply_center_update, center_loss, center_update_sums
-from .optim import ClipStats, clip_gradients_
-
-TOPK = (1, 3, 5)
+from ws_dan.data.datasets import Batch, SkipLog
+from ws_dan.evaluation.inference import TOPK, autocast, topk_correct, unwrap
+from ws_dan.models.attention import attention_crop, attention_drop, random_theta, sample_attention_maps
+from ws_dan.models.losses import apply_center_update, center_loss, center_update_sums
+from ws_dan.training.distributed import all_reduce_sum
+from ws_dan.training.optim import ClipStats, clip_gradients_
 
 
 @dataclass
@@ -49,7 +48,7 @@ class StepConfig:
                    until the attention has learned something; train.py turns them on at --views-start-epoch
     clip_grad      gradient clipping before each optimizer step (0: none), by ``clip_mode``: the global norm's
                    cap ("norm"), the cap on the norm of lr x gradient ("step"), or lambda of adaptive clipping
-                   ("agc"); ws_dan.optim.clip_gradients_. The norm is measured (and logged) in every case
+                   ("agc"); ws_dan.training.optim.clip_gradients_. The norm is measured (and logged) in every case
     diverge_factor  stop with TrainingDiverged when a step's loss is non-finite or exceeds this many times
                    max(first loss, ln K) (K classes: the loss of a uniform guess); 0 disables the check
     """
@@ -87,20 +86,6 @@ class StepResult(NamedTuple):
     loss: torch.Tensor  # scalar, detached
     logits: dict[str, torch.Tensor]  # view name ("raw", "crop", "drop") -> (B, K) logits, detached
     grad: Optional[ClipStats] = None  # the optimizer step's gradient norm and clipping; None between steps
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA when ``dtype`` is given (bf16 or fp16); a no-op otherwise."""
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 def _optimize(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
@@ -212,14 +197,6 @@ def baseline_step(
         loss = cfg.cross_entropy(logits, targets)
     grad = _optimize(loss, optimizer, scaler, cfg, step_now)
     return StepResult(loss.detach(), {"raw": logits.detach()}, grad)
-
-
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = TOPK) -> torch.Tensor:
-    """Number of images whose target is among the top-k logits, for each k (k capped at the class count)."""
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices  # (B, kmax)
-    hit = top.eq(targets.unsqueeze(1))
-    return torch.stack([hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]).float()
 
 
 class _Meter:
@@ -400,47 +377,3 @@ def evaluate(
         loss = (cfg or StepConfig()).cross_entropy(logits.float(), targets)
         meter.update(loss, {"": logits}, targets)
     return meter.result()
-
-
-class Predictions(NamedTuple):
-    probabilities: np.ndarray  # (N, num_classes) softmax, float32
-    indices: np.ndarray  # dataset index of each row
-    targets: np.ndarray  # label of each row (-1 when unlabelled)
-    attention: list[tuple[int, np.ndarray]]  # (dataset index, mean attention map (h, w)) for the first images
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    loader: Iterable[Batch],
-    device: torch.device,
-    amp_dtype: Optional[torch.dtype] = None,
-    keep_attention: int = 0,
-    skip_log: Optional[SkipLog] = None,
-    progress: bool = True,
-    thetas: Optional[Sequence[float]] = None,
-    flip: bool = False,
-) -> Predictions:
-    """Class probabilities for every readable image, in loader order; the mean attention map of the first
-    ``keep_attention`` images (for heatmaps). ``thetas`` / ``flip``: test-time views (see predict_logits)."""
-    model.eval()
-    probs, indices, targets, attention = [], [], [], []
-    for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
-        if skip_log is not None:
-            skip_log.add(batch.failed)
-        if batch.images is None:
-            continue
-        with autocast(device, amp_dtype):
-            images = batch.images.to(device, non_blocking=True)
-            logits, mean_attention = unwrap(model).predict_logits(images, thetas=thetas, flip=flip)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        indices.append(batch.indices)
-        targets.append(batch.targets)
-        room = keep_attention - len(attention)
-        if room > 0:
-            maps = mean_attention[:room, 0].float().cpu().numpy()
-            attention += list(zip(batch.indices[:room].tolist(), maps))
-    if not probs:
-        num_classes = unwrap(model).config.num_classes
-        return Predictions(np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-    return Predictions(torch.cat(probs).numpy(), torch.cat(indices).numpy(), torch.cat(targets).numpy(), attention)

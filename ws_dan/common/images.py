@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .io import PathLike
+from ws_dan.common.io import PathLike
 
 #: Decompression-bomb limit (pixels). Larger than any real photo (a 16k x 16k panorama is 268 MP) but small
 #: enough that a crafted 1-pixel-per-byte PNG cannot exhaust memory.

@@ -111,8 +111,37 @@ def build_scheduler(name: str, optimizer: Optimizer, epochs: int, gamma: Optiona
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma or 0.9)
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+        return CosineSchedule(optimizer, epochs)
     raise ValueError(f"unknown learning-rate scheduler {name!r}; choose one of {SCHEDULERS}")
+
+
+class CosineSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """Cosine annealing over ``epochs``, in closed form: epoch t (0-based) runs at lr_0 (1 + cos(pi t / epochs)) / 2.
+
+    Unlike ``CosineAnnealingLR``'s recursive update, the rate depends only on t and the budget, so a run resumed
+    with a larger ``--epochs`` follows the new budget's curve from where it stopped (the checkpoint's rate, which
+    may already be 0, is not carried over), and a run split by a resume ends bit for bit where an unbroken one
+    does. The state is the epoch count and the base rates (plain values, as ``weights_only`` loading needs)."""
+
+    def __init__(self, optimizer: Optimizer, epochs: int):
+        self.epochs = max(int(epochs), 1)
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs), "_step_count": self._step_count}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the epoch count and base rates (from this class or an older run's ``CosineAnnealingLR``) and
+        set each group's rate for the current epoch of *this* schedule."""
+        self.last_epoch = int(state_dict["last_epoch"])
+        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
+        self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def step_scheduler(scheduler, val_loss: Optional[float] = None) -> None:

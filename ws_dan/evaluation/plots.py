@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .io import PathLike, atomic_write  # noqa: E402
+from ws_dan.common.io import PathLike, atomic_write  # noqa: E402
 
 #: Where a plot goes: a file path, or a binary file object opened for writing.
 PlotTarget = Union[PathLike, BinaryIO]

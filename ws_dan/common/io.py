@@ -23,9 +23,9 @@ PathLike = Union[str, os.PathLike]
 class InputError(ValueError):
     """A problem with the user's input or folders; the message names the path (or value) and what was expected.
 
-    Scripts turn it into one ``error:`` line (``ws_dan.utils.fail``). ``data_tools.common.DataToolError`` is this
-    class under its older name, so an error raised by a base-layer helper (the output-folder rules, the dataset
-    scanner) is caught wherever a data tool's error is.
+    Scripts turn it into one ``error:`` line (``ws_dan.common.runtime.fail``). Every package raises this one class,
+    so an error from a base-layer helper (the output-folder rules, the dataset scanner) is caught wherever a data
+    tool's error is.
     """
 
 

@@ -32,10 +32,10 @@ from typing import Optional
 import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .checkpoint import build_model_from_state
-from .io import PathLike
-from .model import WSDAN, ModelConfig
+from ws_dan.common.io import PathLike
+from ws_dan.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from ws_dan.models.checkpoint import build_model_from_state
+from ws_dan.models.wsdan import WSDAN, ModelConfig
 
 FORMATS = ("grab", "guyuc")
 
@@ -97,7 +97,7 @@ def convert_state(
     image_size: Optional[int] = None,
     source: PathLike = "<checkpoint>",
 ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Map an old checkpoint dict to ``(ModelConfig, state_dict)`` of :class:`~ws_dan.model.WSDAN`."""
+    """Map an old checkpoint dict to ``(ModelConfig, state_dict)`` of :class:`~ws_dan.models.wsdan.WSDAN`."""
     if fmt not in FORMATS:
         raise ConversionError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if "state_dict" not in checkpoint:

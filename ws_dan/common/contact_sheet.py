@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from .io import PathLike, atomic_write
+from ws_dan.common.io import PathLike, atomic_write
 
 #: One tile: (image path, caption lines). Up to three caption lines; the first is dark, the others grey.
 Tile = tuple[PathLike, Sequence[str]]
@@ -27,7 +27,7 @@ def contact_sheet(rows: Sequence[Sequence[Tile]], path: PathLike, thumb: int = 1
     """
     from PIL import Image, ImageDraw
 
-    from .images import UnreadableImageError, open_image
+    from ws_dan.common.images import UnreadableImageError, open_image
 
     rows = [list(r) for r in rows if r]
     if not rows:

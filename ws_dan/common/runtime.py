@@ -1,4 +1,4 @@
-"""Small helpers shared by the scripts: devices, seeds, logging, flag parsing (file writers: ``ws_dan.io``).
+"""Small helpers shared by the scripts: devices, seeds, logging, flag parsing (file writers: ``ws_dan.common.io``).
 
 torch is imported inside the functions that need it, so the data tools (which use the file helpers here) start
 without paying for it.
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn, Optional, Union
 
-from .io import PathLike
+from ws_dan.common.io import PathLike
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

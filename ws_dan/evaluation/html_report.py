@@ -16,9 +16,10 @@ Self-contained means one file that opens anywhere, offline, and can be mailed or
 * class names and paths are user data: every one goes through :func:`html.escape`, and none is put inside the
   script (the sort reads ``data-v`` attributes).
 
-:func:`write_report` is the pure renderer (arrays in, file out, written atomically). :func:`write_prediction_report`
-and :func:`write_training_report` run the model where the renderer needs more than the caller has (the attention
-maps of the few gallery images, the validation predictions of a training run).
+:func:`write_report` is the renderer only: arrays in, file out, written atomically; it runs no model. What needs the
+model as well (the attention maps of the few gallery images, a training run's validation predictions) is in
+:mod:`ws_dan.evaluation.prediction` (:func:`~ws_dan.evaluation.prediction.write_prediction_report`,
+:func:`~ws_dan.evaluation.prediction.write_training_report`).
 """
 
 from __future__ import annotations
@@ -30,22 +31,18 @@ import io
 import logging
 import math
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .io import PathLike, atomic_write, read_csv_rows
+from ws_dan.common.io import PathLike, atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from PIL import Image
 
-    from .data import ImageDataset, Sample
-    from .engine import Predictions
-    from .metrics import Report
+    from ws_dan.evaluation.metrics import Scores
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +53,9 @@ MAX_ERRORS = 24
 TOP_PAIRS = 10
 #: Longest side of a gallery thumbnail (px).
 THUMB = 160
-#: Up to this many classes the confusion matrix carries its class names (ws_dan.plots labels up to 40); beyond,
-#: the page adds a labelled close-up of the classes of the most confused pairs, at most :data:`CLOSE_UP` of them.
+#: Up to this many classes the confusion matrix carries its class names (ws_dan.evaluation.plots labels up to 40);
+#: beyond, the page adds a labelled close-up of the classes of the most confused pairs, at most
+#: :data:`CLOSE_UP` of them.
 LABELLED_CLASSES = 40
 CLOSE_UP = 30
 
@@ -175,7 +173,7 @@ def _jpeg_uri(image: Image.Image, quality: int = 85) -> str:
 
 
 def _png_uri(draw, *args, **kwargs) -> str:
-    """Run a ws_dan.plots function into memory and return its PNG as a data URI."""
+    """Run a ws_dan.evaluation.plots function into memory and return its PNG as a data URI."""
     buf = io.BytesIO()
     draw(*args, buf, **kwargs)
     return _data_uri(buf.getvalue(), "image/png")
@@ -183,7 +181,7 @@ def _png_uri(draw, *args, **kwargs) -> str:
 
 def _thumbnail(path: PathLike, size: int) -> Optional[Image.Image]:
     """The image (upright RGB, via the safe opener) shrunk to fit ``size`` x ``size``; None when unreadable."""
-    from .images import UnreadableImageError, open_image
+    from ws_dan.common.images import UnreadableImageError, open_image
 
     try:
         image = open_image(path)
@@ -375,7 +373,7 @@ def _predicted_classes_section(probabilities: np.ndarray, class_names: Sequence[
 
 
 def _confusion_section(confusion: np.ndarray, class_names: Sequence[str]) -> str:
-    from .plots import plot_confusion_matrix
+    from ws_dan.evaluation.plots import plot_confusion_matrix
 
     pairs = confused_pairs(confusion)
     parts = ['<h2 id="confusion-heading">Confusion matrix</h2>',
@@ -411,7 +409,7 @@ def _heatmap_uri(row: int, image: Optional[Image.Image], attention: Mapping[int,
                  heatmaps: Mapping[int, PathLike], size: int) -> Optional[str]:
     """The attention overlay of a gallery image: drawn from its map on the thumbnail, else the heatmap file
     predict.py wrote (shrunk), else None."""
-    from .plots import attention_overlay
+    from ws_dan.evaluation.plots import attention_overlay
 
     if row in attention and image is not None:
         return _jpeg_uri(attention_overlay(image, attention[row]))
@@ -425,7 +423,7 @@ def _heatmap_uri(row: int, image: Optional[Image.Image], attention: Mapping[int,
 def _gallery_section(rows: Sequence[int], probabilities: np.ndarray, class_names: Sequence[str],
                      images: Sequence[PathLike], shown: Sequence[str], targets: Optional[np.ndarray],
                      attention: Mapping[int, np.ndarray], heatmaps: Mapping[int, PathLike], size: int) -> str:
-    from .prediction import rank_classes
+    from ws_dan.evaluation.metrics import rank_classes
 
     if targets is not None:
         heading = ('<h2 id="errors-heading">Worst errors</h2>\n<p class="muted">The most confident wrong '
@@ -463,7 +461,7 @@ def _gallery_section(rows: Sequence[int], probabilities: np.ndarray, class_names
 
 
 def _training_section(rows: Sequence[Mapping[str, Any]]) -> str:
-    from .plots import plot_curves
+    from ws_dan.evaluation.plots import plot_curves
 
     final = _final_training(rows)
     text = f"{final['epochs']} epoch(s)"
@@ -482,7 +480,7 @@ def write_report(
     targets: Optional[Sequence[int]] = None,
     *,
     shown: Optional[Sequence[str]] = None,
-    report: Optional[Report] = None,
+    scores: Optional[Scores] = None,
     metrics: Optional[Mapping[str, Any]] = None,
     attention: Optional[Mapping[int, np.ndarray]] = None,
     heatmaps: Optional[Mapping[int, PathLike]] = None,
@@ -495,10 +493,10 @@ def write_report(
 
     ``probabilities`` (N, K) and ``images`` (N paths, opened for the gallery thumbnails) are row for row;
     ``targets`` (N class indices) makes it a labelled report: metrics, per-class table, confusion matrix, most
-    confused pairs and worst errors (``report``, ws_dan.metrics' classification report, is computed from them
-    when not given). Without ``targets``: counts per predicted class and the least confident predictions.
+    confused pairs and worst errors (``scores``, ws_dan.evaluation.metrics' classification scores, are computed from
+    them when not given). Without ``targets``: counts per predicted class and the least confident predictions.
     ``shown``: the path text to print per image (e.g. relative to the data folder; default ``images``);
-    ``metrics``: metrics.json's content (default: the report's summary and the image count);
+    ``metrics``: metrics.json's content (default: the scores' summary and the image count);
     ``attention``: row -> attention map (any size) for the gallery rows; ``heatmaps``: row -> a heatmap PNG
     predict.py wrote, used where a row has no map; ``training_rows``: metrics.csv rows, adding the curves.
     """
@@ -512,19 +510,19 @@ def write_report(
     shown = [str(p) for p in (shown if shown is not None else images)]
     target_array = None if targets is None else np.asarray(targets, dtype=np.int64)
     labelled = target_array is not None and n > 0
-    if labelled and report is None:
-        from .metrics import classification_report
+    if labelled and scores is None:
+        from ws_dan.evaluation.metrics import classification_scores
 
-        report = classification_report(target_array, probabilities, class_names)
+        scores = classification_scores(target_array, probabilities, class_names)
     if metrics is None:
-        metrics = {"num_images": n, **(report.summary if labelled else {})}
+        metrics = {"num_images": n, **(scores.summary if labelled else {})}
 
     body = [f"<h1>{_E(title)}</h1>", _cards(metrics, labelled), _details(metrics)]
     if training_rows:
         body.append(_training_section(training_rows))
     if labelled:
-        body.append(_per_class_section(report.per_class))
-        body.append(_confusion_section(report.confusion, class_names))
+        body.append(_per_class_section(scores.per_class))
+        body.append(_confusion_section(scores.confusion, class_names))
     elif n:
         body.append(_predicted_classes_section(probabilities, class_names))
     if n:
@@ -550,110 +548,3 @@ def write_report(
         f.write(page)
     log.info("report: %s (%.0f kB)", path, path.stat().st_size / 1024)
     return path
-
-
-# --------------------------------------------------------------------------------------------------------
-# From a model: what the renderer needs beyond the predictions
-
-
-def attention_for(model: torch.nn.Module, samples: Sequence[Sample], transform: Any, device: torch.device,
-                  amp_dtype: Optional[torch.dtype] = None, batch_size: int = 32,
-                  thetas: Optional[Sequence[float]] = None, flip: bool = False) -> dict[int, np.ndarray]:
-    """The mean attention map of each of a few ``samples`` (position -> map; unreadable ones are missing).
-
-    A second pass over just the gallery's images (24 at most) rather than keeping every image's map during
-    prediction: which images are the worst errors is known only at the end, and keeping all maps costs memory
-    in proportion to the data set. Same model, transform and test-time views, so the maps are those of the
-    prediction shown."""
-    from .data import ImageDataset, make_loader
-    from .engine import predict
-
-    if not samples:
-        return {}
-    loader = make_loader(ImageDataset(list(samples), transform), batch_size, 0, train=False)
-    result = predict(model, loader, device, amp_dtype, keep_attention=len(samples), progress=False, thetas=thetas,
-                     flip=flip)
-    return {int(i): np.asarray(a) for i, a in result.attention}
-
-
-def write_prediction_report(
-    path: PathLike,
-    model: torch.nn.Module,
-    dataset: ImageDataset,
-    result: Predictions,
-    class_names: Sequence[str],
-    *,
-    shown: Optional[Sequence[str]] = None,
-    report: Optional[Report] = None,
-    metrics: Optional[Mapping[str, Any]] = None,
-    device: Optional[torch.device] = None,
-    amp_dtype: Optional[torch.dtype] = None,
-    batch_size: int = 32,
-    thetas: Optional[Sequence[float]] = None,
-    flip: bool = False,
-    training_rows: Optional[Sequence[Mapping[str, Any]]] = None,
-    title: str = "WS-DAN predictions",
-) -> Path:
-    """:func:`write_report` for ``result`` (ws_dan.engine.predict over ``dataset``), with the attention maps of
-    the gallery images computed by ``model``. Labelled when ``report`` is given (predict.py passes it only when
-    it evaluated), so ``--do-eval false`` gives the unlabelled page."""
-    samples = [dataset.samples[int(i)] for i in result.indices]
-    targets = result.targets if report is not None else None
-    rows = gallery_rows(result.probabilities, targets)
-    if device is None:
-        device = next(model.parameters()).device
-    maps = attention_for(model, [samples[int(r)] for r in rows], dataset.transform, device, amp_dtype, batch_size,
-                         thetas, flip)
-    attention = {int(r): maps[j] for j, r in enumerate(rows) if j in maps}
-    return write_report(path, result.probabilities, class_names, [p for p, _ in samples], targets, shown=shown,
-                        report=report, metrics=metrics, attention=attention, training_rows=training_rows,
-                        title=title)
-
-
-def write_training_report(
-    save_dir: PathLike,
-    model: torch.nn.Module,
-    dataset: ImageDataset,
-    class_names: Sequence[str],
-    *,
-    device: Optional[torch.device] = None,
-    amp_dtype: Optional[torch.dtype] = None,
-    batch_size: int = 32,
-    workers: int = 0,
-    progress: bool = False,
-    extra: Optional[Mapping[str, Any]] = None,
-) -> Path:
-    """``save_dir/report.html`` for a finished training run: ``model`` predicts the validation ``dataset`` (the
-    unshuffled test split), the page gets those metrics, per-class table, confusion matrix and worst errors, and
-    the curves from ``save_dir/metrics.csv``. ``extra``: more metrics-table entries (e.g. which weights).
-
-    Call it on the main process only; it runs one more pass over ``dataset``."""
-    from .data import SkipLog, make_loader
-    from .engine import predict
-    from .metrics import classification_report
-    from .prediction import display_path, metrics_record
-
-    save_dir = Path(save_dir)
-    if device is None:
-        device = next(model.parameters()).device
-    skip_log = SkipLog()
-    loader = make_loader(dataset, batch_size, workers, train=False, pin_memory=device.type == "cuda")
-    result = predict(model, loader, device, amp_dtype, skip_log=skip_log, progress=progress)
-    report = None
-    if len(result.targets):
-        report = classification_report(result.targets, result.probabilities, class_names)
-        metrics = metrics_record(report, len(result.targets), len(skip_log), **dict(extra or {}))
-    else:
-        metrics = {"num_images": 0, "skipped_images": len(skip_log), **dict(extra or {})}
-    paths = [dataset.samples[int(i)][0] for i in result.indices]
-    # Paths shown relative to the folder above the class folders (test/), so each keeps its class folder.
-    folders = {str(Path(p).parent) for p in paths}
-    root = Path(os.path.commonpath(sorted(folders))) if folders else None
-    if root is not None and len(folders) == 1:
-        root = root.parent
-    shown = [display_path(p, root) for p in paths]
-    metrics_csv = save_dir / "metrics.csv"
-    rows = read_csv_rows(metrics_csv) if metrics_csv.is_file() else None
-    return write_prediction_report(save_dir / REPORT_FILE, model, dataset, result, class_names, shown=shown,
-                                   report=report, metrics=metrics, device=device, amp_dtype=amp_dtype,
-                                   batch_size=batch_size, training_rows=rows, title=f"Training run {save_dir.name}")

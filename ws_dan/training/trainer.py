@@ -41,11 +41,11 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from . import distributed as dist
-from .checkpoint import deferred_sigint, get_rng_state, save_checkpoint, set_rng_state
-from .io import PathLike, atomic_write, read_csv_rows, write_csv
-from .optim import step_scheduler
-from .utils import seed_everything, tqdm_logging
+from ws_dan.common.io import PathLike, atomic_write, read_csv_rows, write_csv
+from ws_dan.common.runtime import seed_everything, tqdm_logging
+from ws_dan.models.checkpoint import deferred_sigint, get_rng_state, save_checkpoint, set_rng_state
+from ws_dan.training import distributed as dist
+from ws_dan.training.optim import step_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class TrainingInterrupted(Exception):
 class CheckpointSaver:
     """Owns last.pt / best.pt / epoch_NNN.pt in a run folder (after timm's CheckpointSaver).
 
-    last.pt is written every epoch with :func:`ws_dan.checkpoint.save_checkpoint`; best.pt (when ``metric``
+    last.pt is written every epoch with :func:`ws_dan.models.checkpoint.save_checkpoint`; best.pt (when ``metric``
     improved: larger for ``mode="max"``, smaller for ``"min"``) and epoch_NNN.pt (every ``save_freq`` epochs,
     0: never) are atomic copies of it. The best value goes into the checkpoint as ``best_key`` with
     ``best_epoch``. A Ctrl-C while these files are written is held until all of them are complete."""

@@ -2,7 +2,7 @@
 
 Layout of a checkpoint (a dict)::
 
-    format            "ws_dan.checkpoint"      identifies our files (a foreign .pt gets a clear error)
+    format            "ws_dan.models.checkpoint"      identifies our files (a foreign .pt gets a clear error)
     format_version    1
     kind              what the model is: "wsdan" (this module), or another family's name (e.g. "sr")
     version           the toolkit version that wrote it
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import __version__
-from .io import PathLike, atomic_write
-from .model import METHODS, ModelConfig, create_model
+from ws_dan import __version__
+from ws_dan.common.io import PathLike, atomic_write
+from ws_dan.models.wsdan import METHODS, ModelConfig, create_model
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ws_dan.checkpoint"
+FORMAT = "ws_dan.models.checkpoint"
 FORMAT_VERSION = 1
 
 
@@ -171,7 +171,7 @@ def _config_problem(raw: dict[str, Any]) -> Optional[str]:
     backbone = raw.get("backbone", ModelConfig.backbone)
     if not isinstance(backbone, str):
         return f"backbone={backbone!r}, expected a backbone name"
-    from .backbones import canonical_name
+    from ws_dan.models.backbones import canonical_name
 
     try:
         canonical_name(backbone)
@@ -223,7 +223,7 @@ def check_compatible(found: ModelConfig, wanted: dict[str, Any], source: PathLik
     for key, value in wanted.items():
         have = getattr(found, key)
         if key == "backbone":
-            from .backbones import canonical_name
+            from ws_dan.models.backbones import canonical_name
 
             value = canonical_name(value)
         if have != value:
