@@ -133,7 +133,7 @@ def load_sr_model(path: PathLike, device: Union[str, torch.device] = "cpu", vari
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SRWeightsError(f"{path}: not a readable PyTorch weights file (truncated, corrupt, or not saved by "
                              f"torch.save): {first}") from None
-    if isinstance(obj, dict) and obj.get("format") == "ws_dan.models.checkpoint":
+    if isinstance(obj, dict) and obj.get("format") == "ws_dan.checkpoint":
         from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
 
         try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import pickle
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_script
 
 from ws_dan.models.checkpoint import (
     CheckpointError,
@@ -99,7 +103,7 @@ def _mark_ran():
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_pickle_with_code_is_refused_not_executed(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": "ws_dan.models.checkpoint", "config": _Payload(), "model": {}}, f)
+        pickle.dump({"format": "ws_dan.checkpoint", "config": _Payload(), "model": {}}, f)
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not _Payload.ran
@@ -135,3 +139,35 @@ def test_rng_state_round_trip(tmp_path):
     set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"])
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A checkpoint of an older layout of the code still loads, predicts the same and resumes
+
+PRE_MOVE = Path(__file__).parent / "data" / "pre_move"
+
+
+def test_a_checkpoint_written_before_the_subpackages_predicts_the_same(tiny_data, tmp_path):
+    run_script("predict", ["--data-dir", str(tiny_data / "test"), "--ckpt-path", str(PRE_MOVE / "wsdan_tiny_epoch1.pt"),
+                           "--output-dir", str(tmp_path / "pred"), "--device", "cpu"])
+    with open(PRE_MOVE / "predictions.csv") as f:
+        before = list(csv.DictReader(f))
+    with open(tmp_path / "pred" / "predictions.csv") as f:
+        now = list(csv.DictReader(f))
+    assert [r["image"] for r in now] == [r["image"] for r in before] and len(now) == 12
+    assert [r["predicted"] for r in now] == [r["predicted"] for r in before]
+    for a, b in zip(now, before):
+        assert float(a["confidence"]) == pytest.approx(float(b["confidence"]), abs=2e-6), a["image"]
+
+
+def test_a_checkpoint_written_before_the_subpackages_resumes(tiny_data, tmp_path):
+    """Its optimizer and (CosineAnnealingLR) scheduler state load into today's trainer and the run goes on."""
+    from conftest import TINY_TRAIN
+
+    save = tmp_path / "run"
+    save.mkdir()
+    shutil.copy(PRE_MOVE / "wsdan_tiny_epoch1.pt", save / "last.pt")
+    run_script("train", ["--dd", str(tiny_data), "--sd", str(save), *TINY_TRAIN, "-e", "2", "--sf", "0",
+                         "-c", str(save / "last.pt")])
+    state = load_checkpoint(save / "last.pt")
+    assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 2

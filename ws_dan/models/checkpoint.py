@@ -2,7 +2,7 @@
 
 Layout of a checkpoint (a dict)::
 
-    format            "ws_dan.models.checkpoint"      identifies our files (a foreign .pt gets a clear error)
+    format            "ws_dan.checkpoint"      identifies our files (a foreign .pt gets a clear error)
     format_version    1
     kind              what the model is: "wsdan" (this module), or another family's name (e.g. "sr")
     version           the toolkit version that wrote it
@@ -42,7 +42,7 @@ from ws_dan.models.wsdan import METHODS, ModelConfig, create_model
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ws_dan.models.checkpoint"
+FORMAT = "ws_dan.checkpoint"  # the format's name, fixed: not the module's path (it moved; old files must load)
 FORMAT_VERSION = 1
 
 
