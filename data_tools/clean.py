@@ -155,7 +155,7 @@ def score_images(ckpt_path, paths: Sequence[Path], batch_size: int = 32, workers
     if not paths:
         return Scores([], np.zeros(0, np.float32), [], 0.0)
     dataset = ImageDataset([(Path(p), -1) for p in paths],
-                           build_transform(config.image_size, config.mean, config.std, False))
+                           build_transform(config.load_size, config.mean, config.std, False))
     loader = make_loader(dataset, batch_size, workers, train=False, pin_memory=dev.type == "cuda")
     skip_log = SkipLog()
     with torch.inference_mode():

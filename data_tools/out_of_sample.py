@@ -151,7 +151,7 @@ def _predict(ckpt: Path, paths: Sequence[Path], class_names: Sequence[str], batc
     model = model_from_checkpoint(load_checkpoint(ckpt), dev)
     cfg = model.config
     dataset = ImageDataset([(Path(p), -1) for p in paths],
-                           build_transform(cfg.image_size, cfg.mean, cfg.std, False,
+                           build_transform(cfg.load_size, cfg.mean, cfg.std, False,
                                            interpolation=getattr(cfg, "resize_interpolation", "bilinear")))
     loader = make_loader(dataset, batch_size, workers, train=False, pin_memory=dev.type == "cuda")
     with torch.inference_mode():

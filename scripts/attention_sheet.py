@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
     cfg = model.config
     if cfg.method != "wsdan":
         fail(f"{args.ckpt}: a {cfg.method} checkpoint; the sheet needs a WS-DAN model (attention maps)")
-    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, train=False)
+    transform = build_transform(cfg.load_size, cfg.mean, cfg.std, train=False)
     samples = listing.samples
     generator = torch.Generator().manual_seed(args.seed)
     keys = ("crop", "center", "random", "whole")

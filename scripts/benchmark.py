@@ -9,11 +9,13 @@ Sections (each can be skipped):
    each speed option: fp32, --amp (CUDA), channels-last, torch.compile (--compile). images/s and peak memory
    (CUDA: max allocated; CPU: the peak resident memory of a fresh process per variant, minus its memory before
    the models were built, so variants don't mask each other and the libraries' own memory is not counted).
-   The WS-DAN overhead is step / (3 plain steps) - 1.
+   The WS-DAN overhead is step / (3 plain steps) - 1. With ``--detail-scales 2``, also the WS-DAN step on a
+   detail copy (the batch at 2x the size, box-filtered to it for the network, crops cut from the copy) and its
+   cost against the plain WS-DAN step.
 2. crop: attention cropping of a batch as one grid_sample (this toolkit), one roi_align, and a per-image loop
    with F.interpolate and a host synchronisation per image (how earlier WS-DAN code did it).
 3. loader: the DataLoader alone (decode, resize, augment) on a folder of photos, as they are and pre-resized with
-   scripts/prepare_cache.py, images/s.
+   scripts/prepare_cache.py, images/s; and with the training transform at each detail copy's size.
 Inputs for 1-2 are random tensors: speed does not depend on pixel values.
 """
 
@@ -46,6 +48,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="speed options to compare (default: fp32 and channels-last on CPU; all but compile on CUDA, "
                         "plus compile with --compile)")
     p.add_argument("--compile", action="store_true", help="include the torch.compile variant")
+    p.add_argument("--detail-scales", type=int, nargs="*", default=[2],
+                   help="also time WS-DAN with a detail copy this many times --image-size (none: skip)")
     p.add_argument("--crop-batch", type=int, default=32)
     p.add_argument("--crop-size", type=int, default=448)
     p.add_argument("--loader-dir", default=str(ROOT.parent / "shared" / "data" / "cars"),
@@ -98,6 +102,8 @@ def measure_variant(args: argparse.Namespace, variant: str) -> dict:
                         model.predict_logits(images)  # noqa: B023
                 secs = time_per_call(predict_step, device, args.steps, args.warmup)
             results["predict_img_s"] = b / secs
+            for k in args.detail_scales:
+                results[f"wsdan_x{k}_train_img_s"] = _detail_step_speed(args, k, device, channels_last, amp)
         else:
             secs = time_per_call(lambda: baseline_step(forward, images, targets, opt, cfg, scaler, amp),  # noqa: B023
                                  device, args.steps, args.warmup)
@@ -109,6 +115,29 @@ def measure_variant(args: argparse.Namespace, variant: str) -> dict:
     else:  # peak resident memory of this process minus what it held before the models were built
         results["peak_mib"] = peak_rss_bytes() / 2 ** 20 - rss_before
     return results
+
+
+def _detail_step_speed(args: argparse.Namespace, scale: int, device, channels_last: bool, amp) -> float:
+    """images/s of a WS-DAN step on a batch with a detail copy ``scale`` x the input size."""
+    import torch
+
+    from ws_dan.common.benchmark import random_batch, time_per_call
+    from ws_dan.models.wsdan import ModelConfig, create_model
+    from ws_dan.training.engine import StepConfig, train_step
+
+    torch.manual_seed(0)
+    b = args.batch_size
+    model = create_model(ModelConfig(backbone=args.model, num_classes=args.num_classes, detail_scale=scale,
+                                     num_attentions=args.num_attentions, image_size=args.image_size)).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    images, targets = random_batch(b, args.image_size * scale, args.num_classes, device, channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    secs = time_per_call(lambda: train_step(model, images, targets, opt, StepConfig(), scaler, amp), device,
+                         args.steps, args.warmup)
+    return b / secs
 
 
 def bench_steps(args: argparse.Namespace, device) -> list[dict]:
@@ -194,9 +223,13 @@ def bench_loader(args: argparse.Namespace) -> list[dict]:
         downsample_dataset(src, tmp / "cache", size=args.image_size, workers=args.workers)
         cache_secs = time.perf_counter() - start
         rows = []
-        for name, folder in (("original photos", src), (f"cache (shortest side {args.image_size})", tmp / "cache")):
+        runs = [("original photos", src, args.image_size),
+                (f"cache (shortest side {args.image_size})", tmp / "cache", args.image_size)]
+        runs += [(f"original photos, detail copy {args.image_size * k} px", src, args.image_size * k)
+                 for k in args.detail_scales]
+        for name, folder, size in runs:
             samples = unlabeled_samples(folder).samples
-            transform = build_train_transform(args.image_size, (0.5,) * 3, (0.25,) * 3)
+            transform = build_train_transform(size, (0.5,) * 3, (0.25,) * 3)
             loader = make_loader(ImageDataset(samples, transform), args.batch_size, args.workers, train=True)
             for _ in range(2):  # the first pass warms the page cache and the workers
                 start = time.perf_counter()
@@ -230,10 +263,15 @@ def main(args: argparse.Namespace) -> dict:
     if "steps" not in args.skip:
         rows = bench_steps(args, device)
         results["steps"] = rows
-        print(_table(rows, [("variant", "variant", ""), ("wsdan_train_img_s", "WS-DAN train img/s", ".1f"),
-                            ("plain_train_img_s", "plain train img/s", ".1f"), ("wsdan_overhead",
-                            "WS-DAN vs 3 plain steps", "+.0%"), ("predict_img_s", "predict img/s", ".1f"),
-                            ("peak_mib", "peak MiB", ".0f")]) + "\n")
+        columns = [("variant", "variant", ""), ("wsdan_train_img_s", "WS-DAN train img/s", ".1f"),
+                   ("plain_train_img_s", "plain train img/s", ".1f"), ("wsdan_overhead",
+                   "WS-DAN vs 3 plain steps", "+.0%"), ("predict_img_s", "predict img/s", ".1f")]
+        for k in args.detail_scales:
+            for r in rows:
+                r[f"x{k}_cost"] = r["wsdan_train_img_s"] / r[f"wsdan_x{k}_train_img_s"] - 1
+            columns += [(f"wsdan_x{k}_train_img_s", f"WS-DAN, detail x{k}, img/s", ".1f"),
+                        (f"x{k}_cost", f"detail x{k} vs WS-DAN", "+.0%")]
+        print(_table(rows, columns + [("peak_mib", "peak MiB", ".0f")]) + "\n")
     if "crop" not in args.skip:
         rows = bench_crop(args, device)
         results["crop"] = rows

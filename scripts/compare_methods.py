@@ -136,7 +136,7 @@ def attention_on_detail(ckpt: Path, data: Path) -> dict:
 
     model = model_from_checkpoint(ckpt)
     cfg = model.config
-    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, train=False)
+    transform = build_transform(cfg.load_size, cfg.mean, cfg.std, train=False)
     rows = [r for r in read_csv_rows(data / "boxes.csv") if r["split"] == "test"]
     hits, areas, ratios = [], [], []
     for start in range(0, len(rows), 32):
@@ -289,7 +289,7 @@ def photo_predictions(ckpt: Path, test_dir: Path, device: str = "auto", workers:
     model = model_from_checkpoint(ckpt, dev)
     cfg = model.config
     found = class_folder_samples(test_dir, class_names=cfg.class_names, allow_empty_classes=True)
-    transform = build_transform(cfg.image_size, cfg.mean, cfg.std, False, interpolation=cfg.resize_interpolation)
+    transform = build_transform(cfg.load_size, cfg.mean, cfg.std, False, interpolation=cfg.resize_interpolation)
     dataset = ImageDataset(found.samples, transform)
     result = predict(model, make_loader(dataset, batch_size, workers, train=False), dev, progress=False)
     names = cfg.class_names

@@ -52,8 +52,8 @@ def main(args: argparse.Namespace) -> dict:
     else:
         export_torchscript(model, out)
     result = {"output": str(out), "format": args.format}
-    print(f"wrote {out} ({args.format}; input 'images' float32 (N, 3, {model.config.image_size}, "
-          f"{model.config.image_size}) in [0, 1], output 'probabilities' (N, {model.config.num_classes}))")
+    print(f"wrote {out} ({args.format}; input 'images' float32 (N, 3, {model.config.load_size}, "
+          f"{model.config.load_size}) in [0, 1], output 'probabilities' (N, {model.config.num_classes}))")
     if args.check:
         if args.format == "onnx":
             try:

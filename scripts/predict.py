@@ -154,7 +154,7 @@ def main(args: argparse.Namespace) -> dict:
             workers = 0
         log.info("super-resolution: %s (x%d) for the %d images under %d pixels", args.sr_model, scale, n_small,
                  args.sr_max_area)
-    transform = build_transform(config.image_size, config.mean, config.std, False, pre=pre,
+    transform = build_transform(config.load_size, config.mean, config.std, False, pre=pre,
                                 interpolation=config.resize_interpolation)
     dataset = ImageDataset(samples, transform, strict=args.strict)
     loader = make_loader(dataset, args.batch_size, workers, train=False, pin_memory=device.type == "cuda")

@@ -14,6 +14,7 @@ from ws_dan.models.attention import (
     crop_and_resize,
     normalized_attention,
     random_theta,
+    raw_view,
     sample_attention_maps,
 )
 
@@ -125,3 +126,49 @@ def test_sampling_follows_attention_mass():
 def test_random_theta_range(low, high):
     t = random_theta(1000, low, high, torch.device("cpu"), torch.Generator().manual_seed(0))
     assert t.shape == (1000,) and t.min() >= low and t.max() < high and t.std() > 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Crops from the detail copy: pixels the raw view does not have
+
+
+def _fine_pattern_photo(size=64):
+    """A (1, 3, 2s, 2s) detail copy: grey everywhere, with a one-pixel checkerboard in the top-left quarter.
+    Box-filtered to s px (the raw view) every 2 x 2 block of the checkerboard averages to the same grey."""
+    detail = torch.full((1, 3, 2 * size, 2 * size), 0.5)
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    detail[..., :size, :size] = ((ys + xs) % 2).float()
+    return detail
+
+
+def test_a_crop_from_the_detail_copy_shows_a_pattern_the_raw_view_cannot():
+    size = 64
+    detail = _fine_pattern_photo(size)
+    raw = raw_view(detail, 2)
+    assert raw.shape[-1] == size and raw[..., : size // 2, : size // 2].std() < 1e-6  # invisible at input size
+    attention = torch.zeros(1, 1, 8, 8)
+    attention[..., :4, :4] = 1.0  # the part: the top-left quarter
+    from_raw = attention_crop(raw, attention, 0.5, 0.0)
+    from_detail = attention_crop(raw, attention, 0.5, 0.0, source=detail)
+    assert from_raw.shape == from_detail.shape == raw.shape
+    assert from_raw.std() < 1e-6  # an enlargement of grey is grey
+    inner = from_detail[..., 4:-4, 4:-4]  # away from the box edge, where the box meets the plain grey
+    assert set(inner.unique().tolist()) == {0.0, 1.0}  # the box (32 raw px = 64 detail px) is sampled 1:1
+    assert inner.std() > 0.45
+
+
+def test_a_crop_of_the_whole_image_from_the_detail_copy_is_the_raw_view():
+    g = torch.Generator().manual_seed(0)
+    detail = torch.rand(3, 3, 96, 128, generator=g)
+    raw = raw_view(detail, 2)
+    assert torch.allclose(raw, F.avg_pool2d(detail, 2))
+    nothing = torch.zeros(3, 1, 6, 8)  # an empty mask crops to the whole image
+    assert torch.allclose(attention_crop(raw, nothing, 0.5, 0.1, source=detail), raw, atol=1e-6)
+    assert torch.allclose(attention_crop(raw, nothing, 0.5, 0.1), raw, atol=1e-6)  # and without the copy, as before
+
+
+def test_raw_view_is_the_identity_at_scale_1_and_refuses_a_size_that_does_not_divide():
+    x = torch.rand(2, 3, 10, 10)
+    assert raw_view(x, 1) is x
+    with pytest.raises(ValueError, match=r"\(10, 10\) px is not a multiple of the scale 3"):
+        raw_view(x, 3)

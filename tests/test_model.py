@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -114,3 +115,43 @@ def test_loss_falls_on_a_fixed_batch():
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     assert after < 0.5 * before
     assert model.feature_centers.abs().sum() > 0  # centers moved
+
+
+def test_detail_copy_model_sees_the_box_filtered_view_and_crops_from_the_copy():
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny", num_classes=3, num_attentions=4, image_size=32, detail_scale=2)
+    assert config.load_size == 64
+    model = WSDAN(config).eval()
+    detail = torch.rand(2, 3, 64, 64)
+    raw = F.avg_pool2d(detail, 2)
+    logits, mean_attention = model.predict_logits(detail)
+    out = model(raw)
+    crops = attention_crop(raw, out.attention_maps.mean(dim=1, keepdim=True), config.eval_crop_theta,
+                           config.eval_crop_padding, source=detail)
+    assert crops.shape == raw.shape
+    assert torch.allclose(logits, (out.logits + model(crops).logits) / 2, atol=1e-5)
+    assert torch.allclose(mean_attention, out.attention_maps.mean(dim=1, keepdim=True))
+
+
+def test_train_step_with_a_detail_copy_trains_at_the_input_size():
+    torch.manual_seed(0)
+    model = WSDAN(ModelConfig(backbone="tiny", num_classes=3, num_attentions=4, image_size=32, detail_scale=2))
+    seen = []
+    model.features.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    result = train_step(model, torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 0]), opt, StepConfig())
+    assert torch.isfinite(result.loss) and result.logits["crop"].shape == (4, 3)
+    assert seen == [(32, 32), (32, 32)]  # the raw batch, then crop + drop together: all at the input size
+
+
+def test_detail_scale_is_checked():
+
+
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match="detail_scale must be an integer from 1 to 4"):
+            ModelConfig(backbone="tiny", num_classes=3, detail_scale=bad)
+    with pytest.raises(ValueError, match="needs WS-DAN's own crop"):
+        ModelConfig(backbone="tiny", num_classes=3, method="baseline", detail_scale=2)
+    with pytest.raises(ValueError, match="needs WS-DAN's own crop"):
+        ModelConfig(backbone="tiny", num_classes=3, crop_convention="grab", detail_scale=2)
+    assert ModelConfig.from_dict({"backbone": "tiny", "num_classes": 3}).detail_scale == 1  # older checkpoints

@@ -221,6 +221,8 @@ def test_duplicate_and_conflicting_csv_rows(ckpt, tmp_path, capsys, caplog):
     ({"eval_crop_theta": 1.5}, "eval_crop_theta=1.5, expected a number from 0 to 1"),
     ({"class_names": [1, 2, 3]}, "class_names must be a list of strings"),
     ({"crop_convention": "other"}, "crop_convention='other'"),
+    ({"detail_scale": 9}, "detail_scale=9, expected an integer from 1 to 4"),
+    ({"image_size": 4096, "detail_scale": 2}, "image_size x detail_scale = 8192 px, expected at most 4096"),
 ])
 def test_bad_configs_fail_in_one_line_naming_the_file(ckpt, tmp_path, change, message):
     if change.get("backbone", "").startswith("timm:"):

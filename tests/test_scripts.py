@@ -187,3 +187,36 @@ def test_demo_offline_says_so_and_trains_from_random_init(tmp_path, capsys):
         assert (tmp_path / path).is_file(), path
     assert len(list((tmp_path / "predictions" / "attention").glob("*.png"))) == 8
     assert metrics["num_images"] == 20
+
+
+def test_train_and_predict_with_a_detail_copy(tiny_data, tmp_path):
+    """--detail-scale 2: the checkpoint and args.json record it, predict.py loads the photos at 2x and its top-1
+    is the validation top-1 train.py logged for the same weights; the baseline ignores the flag (with a warning)."""
+    save = tmp_path / "run"
+    run_script("train", ["--dd", str(tiny_data), "--sd", str(save), *TINY_TRAIN, "-e", "2", "--sf", "0",
+                         "--views-start-epoch", "1", "--detail-scale", "2"])
+    state = load_checkpoint(save / "last.pt")
+    assert state["config"]["detail_scale"] == 2
+    assert json.loads((save / "args.json").read_text())["detail_scale"] == 2
+    run_script("predict", ["--dd", str(tiny_data / "test"), "--cp", str(save / "last.pt"), "--od",
+                           str(tmp_path / "pred"), "--device", "cpu", "--no-progress"])
+    with open(save / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert metrics["top1"] == pytest.approx(float(last["val_top1"]), abs=1e-3)
+    run_script("train", ["--dd", str(tiny_data), "--sd", str(tmp_path / "b"), *TINY_TRAIN, "-e", "1", "--sf", "0",
+                         "--method", "baseline", "--detail-scale", "2"])
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["config"]["detail_scale"] == 1
+
+
+def test_benchmark_times_the_detail_copy_beside_the_plain_step(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "-m", "tiny", "--image-size", "32",
+                           "-b", "4", "--num-classes", "3", "--num-attentions", "4", "--steps", "1", "--warmup", "0",
+                           "--variants", "fp32", "--skip", "crop", "loader", "--detail-scales", "2", "--device", "cpu",
+                           "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "WS-DAN, detail x2, img/s" in done.stdout and "detail x2 vs WS-DAN" in done.stdout
+    (row,) = json.loads(out.read_text())["steps"]
+    assert row["wsdan_x2_train_img_s"] > 0 and row["x2_cost"] == pytest.approx(
+        row["wsdan_train_img_s"] / row["wsdan_x2_train_img_s"] - 1)

@@ -12,6 +12,13 @@ Everything runs as whole-batch tensor operations on the device: boxes come from 
 the crops from a single ``grid_sample`` call, so there is neither a Python loop over the batch nor a
 host-device synchronisation. An attention map that is zero everywhere (an empty mask) crops to the whole image
 and drops nothing.
+
+**Crops with real detail.** A box cut from the input-size image and blown up again holds no pixel the raw view
+lacked. With a *detail copy* (the same augmented photo at ``scale`` x the input size, which the loader makes when
+``ModelConfig.detail_scale`` > 1), the raw view is that copy box-filtered down (:func:`raw_view`) and the crop is
+cut from the copy (``attention_crop(..., source=detail)``): a box of a third of the image then holds 2/3 of its
+pixels' worth of real detail at scale 2 instead of being a 3x enlargement. The box is still found on the raw
+view's attention map, so the network, the maps and the cost of a step keep the input size.
 """
 
 from __future__ import annotations
@@ -121,12 +128,33 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: Optional[tu
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def raw_view(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """The input-size view of a detail copy ``scale`` x larger: the mean of each ``scale`` x ``scale`` block (a
+    box filter, so the downsampling antialiases exactly). ``scale`` 1: the images themselves."""
+    if scale == 1:
+        return images
+    if images.shape[-1] % scale or images.shape[-2] % scale:
+        raise ValueError(f"a detail copy of {tuple(images.shape[-2:])} px is not a multiple of the scale {scale}")
+    return F.avg_pool2d(images, scale)
+
+
 def attention_crop(
-    images: torch.Tensor, attention_map: torch.Tensor, theta: Theta, padding_ratio: float, norm: str = "max"
+    images: torch.Tensor, attention_map: torch.Tensor, theta: Theta, padding_ratio: float, norm: str = "max",
+    source: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Attention cropping (eq. 4): zoom each image into the region where its map exceeds theta x max."""
-    boxes = attention_crop_boxes(attention_map, tuple(images.shape[-2:]), theta, padding_ratio, norm)
-    return crop_and_resize(images, boxes)
+    """Attention cropping (eq. 4): zoom each image into the region where its map exceeds theta x max.
+
+    The box is found at the size of ``images``; ``source``, the same images at a higher resolution (the detail
+    copy), is where it is cut from when given, resampled to the size of ``images``. At ``source`` = 2 x
+    ``images`` the crop of the whole image is :func:`raw_view` of it (bilinear sampling at 2x lands midway
+    between pixel pairs: a 2 x 2 box filter)."""
+    size = tuple(images.shape[-2:])
+    boxes = attention_crop_boxes(attention_map, size, theta, padding_ratio, norm)
+    if source is None:
+        return crop_and_resize(images, boxes)
+    sx, sy = source.shape[-1] / size[1], source.shape[-2] / size[0]
+    scale = torch.tensor([sx, sy, sx, sy], device=boxes.device, dtype=boxes.dtype)
+    return crop_and_resize(source, boxes * scale, size)
 
 
 def attention_drop_mask(attention_map: torch.Tensor, image_size: tuple[int, int], theta: Theta) -> torch.Tensor:

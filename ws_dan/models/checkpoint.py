@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from ws_dan import __version__
 from ws_dan.common.io import PathLike, atomic_write
-from ws_dan.models.wsdan import METHODS, ModelConfig, create_model
+from ws_dan.models.wsdan import MAX_DETAIL_SCALE, METHODS, ModelConfig, create_model
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, 
 
 # Sane bounds for a checkpoint's config: it is input like any other. image_size=1000000 once drove predict.py to
 # 19 GB of memory before any error, and export.py asked for 24 TB.
-INT_BOUNDS = {"image_size": (8, 4096), "num_attentions": (1, 1024), "num_classes": (1, 100_000)}
+INT_BOUNDS = {"image_size": (8, 4096), "num_attentions": (1, 1024), "num_classes": (1, 100_000),
+              "detail_scale": (1, MAX_DETAIL_SCALE)}
 UNIT_INTERVAL = ("eval_crop_theta", "eval_crop_padding")
 BOOL_KEYS = ("attention_bn", "pool_normalize", "fc_bias")
 CHOICES = {"method": METHODS, "attention_norm": ("max", "minmax"),
@@ -150,6 +151,10 @@ def _config_problem(raw: dict[str, Any]) -> Optional[str]:
             v = raw[key]
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 return f"{key}={v!r}, expected an integer from {low} to {high}"
+    load_size = raw.get("image_size", 512) * raw.get("detail_scale", 1)
+    if load_size > INT_BOUNDS["image_size"][1]:
+        return (f"image_size x detail_scale = {load_size} px, expected at most {INT_BOUNDS['image_size'][1]} "
+                "(the side of every image the loader makes)")
     for key in ("mean", "std"):
         if key in raw:
             v = raw[key]

@@ -21,10 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ws_dan.models.attention import attention_crop, grab_attention_crop
+from ws_dan.models.attention import attention_crop, grab_attention_crop, raw_view
 from ws_dan.models.backbones import Backbone, canonical_name, create_backbone
 
 EPSILON = 1e-12
+#: Largest detail copy: 4 x 512 px is already 2048 px a side per image in the batch.
+MAX_DETAIL_SCALE = 4
 METHODS = ("wsdan", "baseline")
 
 
@@ -64,6 +66,10 @@ class ModelConfig:
     # ws_dan.models.attention.grab_attention_crop). Defaults keep every existing checkpoint predicting as before.
     resize_interpolation: str = "bilinear"
     crop_convention: str = "wsdan"
+    # The loader's detail copy: each photo (augmented) at detail_scale x image_size; the network sees it box-filtered
+    # to image_size, the attention crops are cut from it (ws_dan.models.attention). 1: no copy, crops from the
+    # input-size image (every checkpoint written before the copy existed).
+    detail_scale: int = 1
 
     def __post_init__(self) -> None:
         self.backbone = canonical_name(self.backbone)
@@ -76,6 +82,16 @@ class ModelConfig:
             raise ValueError(f"invalid model config: {self}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if isinstance(self.detail_scale, bool) or not (isinstance(self.detail_scale, int)
+                                                       and 1 <= self.detail_scale <= MAX_DETAIL_SCALE):
+            raise ValueError(f"detail_scale must be an integer from 1 to {MAX_DETAIL_SCALE}, got {self.detail_scale!r}")
+        if self.detail_scale > 1 and (self.method != "wsdan" or self.crop_convention != "wsdan"):
+            raise ValueError("detail_scale > 1 needs WS-DAN's own crop (method 'wsdan', crop_convention 'wsdan')")
+
+    @property
+    def load_size(self) -> int:
+        """The side of the images the loader gives the model: image_size x detail_scale."""
+        return self.image_size * self.detail_scale
 
     def to_dict(self) -> dict:
         """Plain Python values only, so the checkpoint loads with ``weights_only=True``."""
@@ -163,12 +179,15 @@ class WSDAN(nn.Module):
         The paper's default is one crop at ``config.eval_crop_theta``. Test-time views: ``thetas`` gives several
         crop thresholds (CAL uses 0.3, 0.2, 0.1) and ``flip`` adds the same views of the mirrored image; all
         logits are averaged. Returns ``(logits, mean_attention)``, mean_attention (B, 1, h, w) of the raw image.
+        ``images`` are at ``config.load_size``: with a detail copy the raw view is its box-filtered image and the
+        crops are cut from the copy.
         """
         cfg = self.config
         thetas = [cfg.eval_crop_theta] if thetas is None else list(thetas)
         views = [images, images.flip(-1)] if flip else [images]
         total, count, first_attention = 0, 0, None
-        for view in views:
+        for detail in views:
+            view = raw_view(detail, cfg.detail_scale)
             raw = self(view)
             mean_attention = raw.attention_maps.mean(dim=1, keepdim=True)
             first_attention = mean_attention if first_attention is None else first_attention
@@ -177,7 +196,8 @@ class WSDAN(nn.Module):
                 if cfg.crop_convention == "grab":
                     crops = grab_attention_crop(view, mean_attention, theta)
                 else:
-                    crops = attention_crop(view, mean_attention, theta, cfg.eval_crop_padding, cfg.attention_norm)
+                    crops = attention_crop(view, mean_attention, theta, cfg.eval_crop_padding, cfg.attention_norm,
+                                           source=detail if cfg.detail_scale > 1 else None)
                 total, count = total + self(crops).logits, count + 1
         return total / count, first_attention
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ws_dan.data.datasets import Batch, SkipLog
 from ws_dan.evaluation.inference import TOPK, autocast, topk_correct, unwrap
-from ws_dan.models.attention import attention_crop, attention_drop, random_theta, sample_attention_maps
+from ws_dan.models.attention import attention_crop, attention_drop, random_theta, raw_view, sample_attention_maps
 from ws_dan.models.losses import apply_center_update, center_loss, center_update_sums
 from ws_dan.training.distributed import all_reduce_sum
 from ws_dan.training.optim import ClipStats, clip_gradients_
@@ -125,9 +125,13 @@ def train_step(
 ) -> StepResult:
     """One WS-DAN step: three views, one loss, one backward, one optimizer step, then the center update.
 
-    With ``cfg.accum_steps`` > 1 the optimizer steps only when ``step_now`` (the last micro-batch)."""
+    With ``cfg.accum_steps`` > 1 the optimizer steps only when ``step_now`` (the last micro-batch). ``images``
+    are at the model's ``config.load_size``: with a detail copy (``detail_scale`` > 1) the network sees them
+    box-filtered to the input size and the crops are cut from the copy."""
     net = unwrap(model)
     batch = images.shape[0]
+    scale = net.config.detail_scale
+    detail, images = (images if scale > 1 else None), raw_view(images, scale)
     ce = cfg.cross_entropy
     with autocast(images.device, amp_dtype):
         # 1. Raw images: classify, and pull each image's feature matrix toward its class center.
@@ -142,7 +146,7 @@ def train_step(
         with torch.no_grad():
             maps = sample_attention_maps(raw.attention_maps, num_samples=2)
             theta_c = random_theta(batch, *cfg.crop_theta, device=images.device)
-            crop_images = attention_crop(images, maps[:, :1], theta_c, cfg.crop_padding)
+            crop_images = attention_crop(images, maps[:, :1], theta_c, cfg.crop_padding, source=detail)
             theta_d = random_theta(batch, *cfg.drop_theta, device=images.device)
             drop_images = attention_drop(images, maps[:, 1:], theta_d)
 

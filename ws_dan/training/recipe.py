@@ -69,11 +69,11 @@ DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_att
 #: The baseline's lr is 0.01, its best on cars_dev at 224 px / 8 epochs (96.0 / 93.0% over 2 seeds; 0.003: 91.0%,
 #: 0.03: collapsed to 17.0%); its old default, 0.001, was not measured there.
 WSDAN_RECIPE = dict(lr=0.01, logit_scale=25.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=2,
-                    clip_grad=0.15, clip_mode="step")
+                    clip_grad=0.15, clip_mode="step", detail_scale=1)
 BASELINE_RECIPE = dict(lr=0.01, head_lr_scale=1.0, warmup_epochs=0.0, clip_grad=0.0, clip_mode="norm")
 RECIPES = {"wsdan": WSDAN_RECIPE, "baseline": BASELINE_RECIPE}
 #: The settings only WS-DAN reads (None in a baseline run's record).
-WSDAN_ONLY = ("logit_scale", "views_start_epoch")
+WSDAN_ONLY = ("logit_scale", "views_start_epoch", "detail_scale")
 
 
 class TrainSetupError(ValueError):
@@ -99,6 +99,7 @@ class TrainSettings:
     cal: bool = False
     image_size: Optional[int] = None
     num_attentions: Optional[int] = None
+    detail_scale: Optional[int] = None  # None: the recipe's, or the checkpoint's when resuming
     pretrained: bool = True
     pretrained_path: Optional[str] = None
     # optimization
@@ -191,6 +192,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
                    help=helps.get("image_size", f"square input size; default {DEFAULTS['image_size']}"))
     g.add_argument("--num-attentions", type=positive_int, default=S.num_attentions,
                    help=f"number of attention maps M; default {DEFAULTS['num_attentions']}")
+    g.add_argument("--detail-scale", type=positive_int, default=S.detail_scale,
+                   help="WS-DAN: the loader keeps each photo at this many times --image-size; the network sees it "
+                        "scaled down, the attention crops are cut from it (real detail instead of an enlargement); "
+                        f"default {WSDAN_RECIPE['detail_scale']}, or the checkpoint's with -c")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=S.pretrained,
                    help="start from ImageNet weights (downloaded by the backbone library and cached)")
     g.add_argument("--pretrained-path", default=S.pretrained_path,
@@ -425,6 +430,8 @@ def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConf
                     wanted[key] = getattr(settings, name)
             if settings.logit_scale is not None and config.method == "wsdan":
                 wanted["logit_scale"] = settings.logit_scale  # a trained head's scale is part of its weights
+            if settings.detail_scale is not None and config.method == "wsdan":
+                wanted["detail_scale"] = settings.detail_scale  # the crops it learned from
             check_compatible(config, wanted, settings.ckpt)
             model = build_model_from_state(config, inputs.resume["model"], settings.ckpt)
         else:
@@ -433,13 +440,21 @@ def resolve_model(settings: TrainSettings, inputs: RunInputs) -> tuple[ModelConf
                 num_classes=len(class_names), class_names=class_names,
                 num_attentions=_or_default(settings.num_attentions, "num_attentions"),
                 image_size=_or_default(settings.image_size, "image_size"),
-                logit_scale=WSDAN_RECIPE["logit_scale"] if settings.logit_scale is None else settings.logit_scale)
+                logit_scale=WSDAN_RECIPE["logit_scale"] if settings.logit_scale is None else settings.logit_scale,
+                detail_scale=_detail_scale(settings))
             model = build_model(config, pretrained=settings.pretrained, pretrained_path=settings.pretrained_path)
     except (CheckpointError, PretrainedWeightsError, FileNotFoundError, ValueError, ImportError) as e:
         raise TrainSetupError(str(e)) from None
     if settings.cal and config.method != "wsdan":
         raise TrainSetupError("--cal needs --method wsdan (the counterfactual attention is WS-DAN's)")
     return config, model
+
+
+def _detail_scale(settings: TrainSettings) -> int:
+    """WS-DAN's detail copy (the setting, else the recipe's); 1 for the baseline, which has no crop to take."""
+    if _or_default(settings.method, "method") != "wsdan":
+        return 1
+    return WSDAN_RECIPE["detail_scale"] if settings.detail_scale is None else settings.detail_scale
 
 
 def _or_default(value, name: str):
@@ -476,7 +491,8 @@ def resolve_recipe(settings: TrainSettings, config: ModelConfig, resume: Optiona
     ignored = [n for n in WSDAN_ONLY if getattr(settings, n) is not None and not wsdan]
     if ignored:
         log.warning("%s: WS-DAN settings, not used by the %s", ", ".join(ignored), config.method)
-    values.update({"logit_scale": config.logit_scale} if wsdan else dict.fromkeys(WSDAN_ONLY))
+    values.update({"logit_scale": config.logit_scale, "detail_scale": config.detail_scale} if wsdan
+                  else dict.fromkeys(WSDAN_ONLY))
     resolved = dataclasses.replace(settings, **values)
     # Settings built in a notebook have not been through the flags' bounded types.
     if not resolved.head_lr_scale > 0:
@@ -506,10 +522,10 @@ def build_datasets(settings: TrainSettings, config: ModelConfig, inputs: RunInpu
 
     try:
         augment = parse_augment(settings.augment)
-        train_transform = build_transform(config.image_size, config.mean, config.std, True, augment)
+        train_transform = build_transform(config.load_size, config.mean, config.std, True, augment)
     except (ValueError, ImportError) as e:
         raise TrainSetupError(str(e)) from None
-    test_transform = build_transform(config.image_size, config.mean, config.std, False)
+    test_transform = build_transform(config.load_size, config.mean, config.std, False)
     return Datasets(ImageDataset(inputs.train_list.samples, train_transform, strict=settings.strict),
                     ImageDataset(inputs.test_list.samples, test_transform, strict=settings.strict), augment)
 
