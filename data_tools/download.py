@@ -81,7 +81,7 @@ from data_tools.url_list import (  # noqa: F401  (re-exported)
 )
 from ws_dan.common.dataset_folders import scan_dataset
 from ws_dan.common.io import InputError, sha256_file
-from ws_dan.common.outputs import finish_output_dir, prepare_output_dir, save_image
+from ws_dan.common.outputs import copy_file, finish_output_dir, prepare_output_dir, save_image
 
 LOG = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ class _Downloader:
             keep_bytes = (header.format == "JPEG" and header.mode == "RGB" and header.orientation == 1
                           and header.frames == 1)
             if keep_bytes:  # already an upright RGB JPEG: no generation loss, no re-encoding cost
-                os.replace(tmp, dst)
+                copy_file(tmp, dst, link=True)  # the download itself, linked into place atomically
             else:
                 save_image(image, dst, "JPEG", quality=self.s.quality)
         except BaseException as e:

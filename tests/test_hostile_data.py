@@ -20,7 +20,7 @@ from test_dedupe import photo
 
 from data_tools.clean import quarantine_images, undo_clean
 from ws_dan.common.dataset_folders import scan_dataset
-from ws_dan.common.io import InputError, sha256_file
+from ws_dan.common.io import InputError, atomic_path, sha256_file
 from ws_dan.common.outputs import copy_file, move_file, output_path
 
 FLAGS = ["-j", "1", "--no-progress"]
@@ -268,6 +268,56 @@ def test_copy_file_of_a_link_copies_the_target_and_refuses_a_dangling_one(tmp_pa
     with pytest.raises(FileNotFoundError):
         copy_file(tmp_path / "a" / "dangling.bin", tmp_path / "b" / "d.bin", link=True)
     assert not list((tmp_path / "b").glob(".*"))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_path_renames_the_finished_file_over_the_old_one(tmp_path):
+    from ws_dan.common.run_dir import TEMP_FILE
+
+    target = tmp_path / "new" / "model.onnx"  # the folder is created
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and not tmp.exists()  # the tool creates the file itself
+        assert TEMP_FILE.match(tmp.name).group("name") == "model.onnx"  # a killed run's leftover is recognised
+        assert not target.exists()  # nothing under the final name while the tool writes
+        tmp.write_bytes(b"old")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # what a plain write would give
+    assert [p.name for p in target.parent.iterdir()] == ["model.onnx"]
+
+
+@pytest.mark.parametrize("old", [b"complete old file", None])
+def test_atomic_path_removes_the_half_written_file_when_the_tool_fails(tmp_path, old):
+    target = tmp_path / "model.ts"
+    if old is not None:
+        target.write_bytes(old)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a fi")
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the write
+    assert [p.name for p in tmp_path.iterdir()] == ([] if old is None else ["model.ts"])
+    if old is not None:
+        assert target.read_bytes() == old  # the old file, whole
+
+
+def test_copy_file_keeps_the_sources_permissions_and_links_the_same_file(tmp_path):
+    src = tmp_path / "a" / "x.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"data")
+    os.chmod(src, 0o640)
+    assert copy_file(src, tmp_path / "b" / "copy.bin") == "copied"
+    assert (tmp_path / "b" / "copy.bin").stat().st_mode & 0o777 == 0o640
+    assert copy_file(src, tmp_path / "b" / "link.bin", link=True) == "linked"
+    assert os.stat(tmp_path / "b" / "link.bin").st_ino == os.stat(src).st_ino
+    assert src.stat().st_mode & 0o777 == 0o640  # the source's mode is not touched through the link
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["copy.bin", "link.bin"]
 
 
 # --------------------------------------------------------------------------------------------------------------

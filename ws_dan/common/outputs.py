@@ -12,7 +12,7 @@ that none of them can damage a user's data by accident, whatever links the folde
 * A file is written only where its folder really lies inside the output root: a symlinked folder met on the way
   (``out/A -> /elsewhere``) is refused instead of followed (:func:`output_path`).
 * Every file appears under its final name only once complete: it is written under a hidden temporary name in the
-  same folder and renamed (:func:`copy_file`, ``ws_dan.common.io.atomic_write``). Ctrl-C leaves complete files and, at
+  same folder and renamed (``ws_dan.common.io.atomic_path`` / ``atomic_write``). Ctrl-C leaves complete files and, at
   worst, a hidden ``.*.tmp`` file, which a resumed run removes.
 * Links are never followed to write, and never copied as links: :func:`copy_file` copies (or hard-links) the
   file a symlink points to, so ``--link`` never makes a dangling link; :func:`move_file` moves the path itself
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ws_dan.common.io import InputError, PathLike, write_json
+from ws_dan.common.io import InputError, PathLike, atomic_path, free_temp_name, write_json
 
 #: Left in an output folder while a tool runs; present after a crash or Ctrl-C, removed when the job completes.
 MARKER_NAME = ".incomplete.json"
@@ -187,10 +187,6 @@ def unique_path(path: Path, taken: set, tag: str = "") -> Path:
 # Single files
 
 
-def _tmp_name(dst: Path) -> Path:
-    return dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-
-
 def copy_file(src: PathLike, dst: PathLike, link: bool = False) -> str:
     """Copy (or hard-link) the file ``src`` names to ``dst`` atomically; returns ``"copied"`` or ``"linked"``.
 
@@ -204,10 +200,8 @@ def copy_file(src: PathLike, dst: PathLike, link: bool = False) -> str:
     real = real_path(src)
     if not real.is_file():
         raise FileNotFoundError(errno.ENOENT, "not a file (or a link to nothing)", str(src))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(dst)
     how = "copied"
-    try:
+    with atomic_path(dst) as tmp:
         if link:
             try:
                 os.link(real, tmp)
@@ -216,10 +210,6 @@ def copy_file(src: PathLike, dst: PathLike, link: bool = False) -> str:
                 shutil.copy2(real, tmp)
         else:
             shutil.copy2(real, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return how
 
 
@@ -249,7 +239,7 @@ def move_file(src: PathLike, dst: PathLike) -> None:
     else:
         os.unlink(src)
         return
-    tmp = _tmp_name(dst)
+    tmp = free_temp_name(dst)
     try:
         if os.path.islink(src):
             os.symlink(os.readlink(src), tmp)  # the link text, byte for byte: undo restores the same link

@@ -32,8 +32,8 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "args.json", "tr
 #: Their presence means the folder already holds a run (train.log alone does not: a run that failed in setup).
 RUN_MARKERS = ("last.pt", "best.pt", "metrics.csv")
 EPOCH_FILE = re.compile(r"^epoch_\d{3,}\.pt$")
-#: atomic_write's temporary names: "." + final name + "." + mkstemp's 8 random characters + ".tmp"; the older
-#: copy helper used "." + final name + ".tmp".
+#: The atomic writers' temporary names (``ws_dan.common.io.free_temp_name``): "." + final name + "." + 8 random
+#: characters + ".tmp"; older versions also left "." + final name + ".tmp".
 TEMP_FILE = re.compile(r"^\.(?P<name>.+?)\.(?:[A-Za-z0-9_]{8}\.)?tmp$")
 
 

@@ -7,14 +7,13 @@ the same resized image.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ws_dan.common.io import PathLike
+from ws_dan.common.io import PathLike, atomic_path
 from ws_dan.models.wsdan import WSDAN
 
 
@@ -49,17 +48,13 @@ def export_onnx(model: WSDAN, path: PathLike, opset: int = 18) -> Path:
     """Write an ONNX file with a dynamic batch dimension (input ``images``, output ``probabilities``)."""
     path = Path(path)
     wrapper = InferenceModel(_exportable(model)).eval()
-    size = model.config.image_size
+    size = model.config.load_size
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=["probabilities"],
                           dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True,
                           external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -67,15 +62,11 @@ def export_torchscript(model: WSDAN, path: PathLike) -> Path:
     """Write a TorchScript file (traced; the batch dimension stays free because nothing depends on its value)."""
     path = Path(path)
     wrapper = InferenceModel(_exportable(model)).eval()
-    size = model.config.image_size
+    size = model.config.load_size
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, torch.rand(2, 3, size, size), check_trace=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         traced.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -95,7 +86,7 @@ def max_abs_difference(model: WSDAN, path: PathLike, fmt: str, seed: int = 0,
 
     reference = InferenceModel(model).eval()
     g = torch.Generator().manual_seed(seed)
-    size = model.config.image_size
+    size = model.config.load_size
     if fmt == "onnx":
         import onnxruntime as ort
 
