@@ -30,6 +30,8 @@ def _out(bb, size):
     ("efficientnet-b3", 512, 232, 16),  # the reference project's cut: 232 channels, 16x16 at 512 px
     ("efficientnet-b0", 224, 192, 7),
     ("mobilenet_v2", 224, 1280, 7),
+    ("mobilenet_v2_s16", 224, 1280, 14),
+    ("efficientnet-b0-s16", 224, 192, 14),
     ("resnet50", 64, 2048, 2),
     ("inception", 299, 768, 17),  # Mixed_6e, the paper's setting
     ("tiny", 64, 32, 8),
@@ -73,6 +75,17 @@ def test_efficientnet_weights_load_into_the_cut_network(monkeypatch):
     bb = create_backbone("efficientnet-b0", pretrained=True)
     assert torch.equal(bb.features._conv_stem.weight, full._conv_stem.weight)
     assert len(bb.features._blocks) == len(full._blocks) - 4
+
+
+@pytest.mark.parametrize("coarse,fine", [("mobilenet_v2", "mobilenet_v2_s16"),
+                                         ("efficientnet-b0", "efficientnet-b0-s16")])
+def test_stride16_keeps_every_weight_and_halves_the_stride(coarse, fine):
+    a, b = create_backbone(coarse), create_backbone(fine)
+    assert {k: v.shape for k, v in a.features.state_dict().items()} == \
+        {k: v.shape for k, v in b.features.state_dict().items()}  # the same weight files load
+    b.features.load_state_dict(a.features.state_dict())
+    ya, yb = _out(a, 128), _out(b, 128)
+    assert ya.shape[-1] == 4 and yb.shape[-1] == 8 and ya.shape[1] == yb.shape[1]
 
 
 def test_mobilenet_v2_from_local_torchvision_file():

@@ -180,7 +180,20 @@ class EfficientNetFeatures(nn.Module):
         return x
 
 
-def _efficientnet(variant: str) -> BackboneFactory:
+def _efficientnet_stride16(features: EfficientNetFeatures) -> EfficientNetFeatures:
+    """Output stride 32 -> 16 without new weights, as :func:`_dilate_last_stage` does for MobileNetV2: the last
+    kept block with a stride-2 depthwise conv gets stride 1 and every later depthwise conv dilation 2. The
+    library's TensorFlow-style "same" padding is computed from stride and dilation on each call, so only the
+    attributes change."""
+    blocks = list(features._blocks)
+    last = max(i for i, b in enumerate(blocks) if tuple(b._depthwise_conv.stride) == (2, 2))
+    blocks[last]._depthwise_conv.stride = (1, 1)
+    for block in blocks[last + 1:]:
+        block._depthwise_conv.dilation = (2, 2)
+    return features
+
+
+def _efficientnet(variant: str, stride16: bool = False) -> BackboneFactory:
     def factory(pretrained: bool, pretrained_path: Optional[PathLike]) -> Backbone:
         from efficientnet_pytorch import EfficientNet
         from efficientnet_pytorch.utils import url_map
@@ -190,6 +203,8 @@ def _efficientnet(variant: str) -> BackboneFactory:
         net = EfficientNet.from_name(variant, image_size=None)
         _init_weights(net, url_map[variant], pretrained, pretrained_path)
         features = EfficientNetFeatures(net, cut=4)
+        if stride16:
+            features = _efficientnet_stride16(features)
         return Backbone(features, features.out_channels)
 
     return factory
@@ -198,6 +213,9 @@ def _efficientnet(variant: str) -> BackboneFactory:
 for _b in range(8):
     _aliases = ("efficientnetb3",) if _b == 3 else ()
     register_backbone(f"efficientnet-b{_b}", f"efficientnet_b{_b}", *_aliases)(_efficientnet(f"efficientnet-b{_b}"))
+    # stride 16: twice as fine attention maps (the paper's Inception Mixed_6e is stride 16), the same weights
+    register_backbone(f"efficientnet-b{_b}-s16", f"efficientnet_b{_b}_s16")(
+        _efficientnet(f"efficientnet-b{_b}", stride16=True))
 
 
 # --------------------------------------------------------------------------------------------------------
