@@ -23,6 +23,7 @@ import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ws_dan.common.io import PathLike
+from ws_dan.models.checkpoint import CheckpointError, is_checkpoint, load_torch_file, validate_checkpoint
 
 from .dbpn import DBPN, PROJECTION, VARIANTS
 
@@ -127,17 +128,10 @@ def load_sr_model(path: PathLike, device: Union[str, torch.device] = "cpu", vari
     path = Path(path)
     if not path.is_file():
         raise SRWeightsError(f"{path}: super-resolution weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SRWeightsError(f"{path}: not a readable PyTorch weights file (truncated, corrupt, or not saved by "
-                             f"torch.save): {first}") from None
-    if isinstance(obj, dict) and obj.get("format") == "ws_dan.checkpoint":
-        from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
-
+    obj = load_torch_file(path, SRWeightsError, "weights file (truncated, corrupt, or not saved by torch.save)")
+    if is_checkpoint(obj):
         try:
-            state = load_checkpoint(path, kind="sr")
+            state = validate_checkpoint(obj, path, kind="sr")
         except CheckpointError as e:
             raise SRWeightsError(str(e)) from None
         model = model_from_config(state["config"])

@@ -95,6 +95,20 @@ def deferred_sigint(what: str = "writing") -> Iterator[None]:
         # SIG_IGN: the process ignores Ctrl-C, so do we
 
 
+def load_torch_file(path: PathLike, error: type[Exception] = CheckpointError,
+                    what: str = "checkpoint (truncated, corrupt, or not a torch.save file)") -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` (loading cannot run code), its failures as one line.
+
+    Whatever torch raises (a truncated zip, a pickle with code in it, not a torch file at all) becomes ``error``
+    with the message "``path``: not a readable PyTorch ``what``: the first line of torch's message".
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise error(f"{path}: not a readable PyTorch {what}: {first_line}") from None
+
+
 def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, Any]:
     """Read and validate a checkpoint written by :func:`save_checkpoint` (on the CPU, ``weights_only=True``).
 
@@ -103,14 +117,19 @@ def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated, corrupt, or not a torch.save file): {first_line}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    return validate_checkpoint(load_torch_file(path), path, kind)
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a loaded object is one of this toolkit's checkpoints (by its format name, not its contents)."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def validate_checkpoint(state: Any, path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, Any]:
+    """``state`` (what ``path`` held) if it is a checkpoint of ``kind`` this version reads; CheckpointError if not.
+
+    ``kind`` as in :func:`load_checkpoint`."""
+    if not is_checkpoint(state):
         found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(
             f"{path}: not a checkpoint of this toolkit (expected a dict with format={FORMAT!r}; found {found}). "
