@@ -22,8 +22,9 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Optional
 
 from data_tools.parallel import Progress, track
 from ws_dan.common.io import InputError, PathLike, read_csv_rows, sha256_file, write_csv, write_json
@@ -306,3 +307,27 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
         LOG.warning(p)
     return {**counts, "problems": problems}
 
+
+def run_undo(undo: Callable[..., dict], manifest_path: PathLike, progress: Progress = False,
+             not_with: Optional[Mapping[str, Any]] = None, left: str = "could not be restored") -> dict:
+    """The ``--undo MANIFEST`` entry every undoable data tool's script shares; returns ``undo``'s counts.
+
+    ``undo`` (:func:`undo_moves`, :func:`undo_additions` or a tool's wrapper of them) is called as
+    ``undo(manifest_path, progress=progress)``. A flag of ``not_with`` (flag -> its value) that is set, a bad
+    manifest (InputError), or files the undo could not act on (``left`` says what became of them) end the script
+    with one ``error:`` line (exit status 2, or 1 for the files: see the warnings logged for each); otherwise the
+    counts are printed as a table.
+    """
+    from ws_dan.common.runtime import fail
+    from ws_dan.common.tables import format_table
+
+    if not_with and any(not_with.values()):
+        fail(f"--undo MANIFEST takes no {' / '.join(not_with)}")
+    try:
+        counts = undo(manifest_path, progress=progress)
+    except InputError as e:
+        fail(str(e))
+    print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
+    if counts["problems"]:
+        fail(f"{len(counts['problems'])} file(s) {left}; see the warnings above", code=1)
+    return counts

@@ -49,6 +49,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Score (and quarantine, or undo); returns the summary (also in OUTPUT_DIR/clean_report.json)."""
     from data_tools.clean import clean_images, undo_clean
+    from data_tools.manifest import run_undo
     from ws_dan.common.io import InputError
     from ws_dan.common.runtime import default_workers, fail, setup_logging
     from ws_dan.common.tables import format_table
@@ -56,16 +57,8 @@ def main(args: argparse.Namespace) -> dict:
 
     setup_logging(verbose=args.verbose)
     if args.undo:
-        if args.data_dir or args.ckpt_path:
-            fail("--undo MANIFEST takes no --data-dir / --ckpt-path")
-        try:
-            counts = undo_clean(args.undo, progress=args.progress)
-        except InputError as e:
-            fail(str(e))
-        print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
-        if counts["problems"]:
-            fail(f"{len(counts['problems'])} file(s) could not be restored; see the warnings above", code=1)
-        return counts
+        return run_undo(undo_clean, args.undo, args.progress,
+                        not_with={"--data-dir": args.data_dir, "--ckpt-path": args.ckpt_path})
     if not args.data_dir or not args.ckpt_path:
         fail("--data-dir and --ckpt-path are required (or --undo MANIFEST)")
     output_dir = args.output_dir or str(Path(args.data_dir).resolve()) + "_clean"

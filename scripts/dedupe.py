@@ -49,6 +49,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (also written to OUTPUT_DIR/dedupe_report.json)."""
     from data_tools.dedupe import run_dedupe, undo_quarantine
+    from data_tools.manifest import run_undo
     from ws_dan.common.images import UnreadableImageError
     from ws_dan.common.io import InputError
     from ws_dan.common.runtime import fail, setup_logging
@@ -56,16 +57,8 @@ def main(args: argparse.Namespace) -> dict:
 
     setup_logging(verbose=args.verbose)
     if args.undo:
-        if args.data_dir or args.reference or args.query:
-            fail("--undo MANIFEST takes no --data-dir / --reference / --query")
-        try:
-            counts = undo_quarantine(args.undo, progress=args.progress)
-        except InputError as e:
-            fail(str(e))
-        print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
-        if counts["problems"]:
-            fail(f"{len(counts['problems'])} file(s) could not be restored; see the warnings above", code=1)
-        return counts
+        return run_undo(undo_quarantine, args.undo, args.progress,
+                        not_with={"--data-dir": args.data_dir, "--reference": args.reference, "--query": args.query})
     if not args.output_dir:
         fail("--output-dir is required (a new folder for duplicates.csv and the other reports)")
     try:

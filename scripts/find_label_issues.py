@@ -53,24 +53,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Check the labels (or undo a quarantine); returns the summary (also in label_issues_report.json)."""
     from data_tools.label_review import find_label_issues_in_folder, train_settings, undo_label_quarantine
+    from data_tools.manifest import run_undo
     from ws_dan.common.io import InputError
     from ws_dan.common.runtime import fail, setup_logging
-    from ws_dan.common.tables import format_table
     from ws_dan.training.recipe import TrainSetupError
     from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     setup_logging(verbose=args.verbose)
     if args.undo:
-        if args.data_dir or args.save_dir:
-            fail("--undo MANIFEST takes no --data-dir / --save-dir")
-        try:
-            counts = undo_label_quarantine(args.undo, progress=args.progress)
-        except InputError as e:
-            fail(str(e))
-        print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
-        if counts["problems"]:
-            fail(f"{len(counts['problems'])} file(s) could not be restored; see the warnings above", code=1)
-        return counts
+        return run_undo(undo_label_quarantine, args.undo, args.progress,
+                        not_with={"--data-dir": args.data_dir, "--save-dir": args.save_dir})
     if not args.data_dir or not args.save_dir:
         fail("--data-dir and --save-dir are required (or --undo MANIFEST)")
     if args.folds < 2:

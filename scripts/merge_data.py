@@ -48,6 +48,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Merge; returns the summary (also in OUTPUT_DIR/merge_report.json)."""
+    from data_tools.manifest import run_undo
     from data_tools.merge import merge_data, undo_merge
     from ws_dan.common.images import UnreadableImageError
     from ws_dan.common.io import InputError, read_csv_rows
@@ -56,14 +57,7 @@ def main(args: argparse.Namespace) -> dict:
 
     setup_logging(verbose=args.verbose)
     if args.undo:
-        try:
-            counts = undo_merge(args.undo, progress=args.progress)
-        except InputError as e:
-            fail(str(e))
-        print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
-        if counts["problems"]:
-            fail(f"{len(counts['problems'])} file(s) left in place; see the warnings above", code=1)
-        return counts
+        return run_undo(undo_merge, args.undo, args.progress, left="left in place")
     missing = [f for f, v in (("--new-dir", args.new_dir), ("--train-dir", args.train_dir),
                               ("--output-dir", args.output_dir)) if not v]
     if missing:
