@@ -33,6 +33,7 @@ from data_tools.search_backends.base import (  # noqa: F401  (re-exported)
     ResponseError,
     SearchBackend,
     SearchError,
+    add_if_new,
     photo_keys,
 )
 from data_tools.search_backends.google import (  # noqa: F401  (re-exported: the names scripts and tests import)
@@ -181,12 +182,8 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
                     if len(found) >= per_class:
                         break
                     for r in backend.search(query, min(per_class, backend.max_results)):
-                        keys = photo_keys(r)
-                        if keys & seen:
-                            continue  # the same photo from an earlier source
-                        seen |= keys
-                        found.append(r)
-                        if len(found) >= per_class:
+                        # the same photo from an earlier source is skipped
+                        if add_if_new(found, seen, r) and len(found) >= per_class:
                             break
             except QuotaExceeded as e:
                 entry["error"] = str(e)

@@ -154,6 +154,21 @@ def photo_keys(row: Mapping[str, Any]) -> set[str]:
     return keys
 
 
+def add_if_new(rows: list[dict], seen: set[str], row: dict, keys: Optional[set[str]] = None) -> bool:
+    """Append ``row`` to ``rows`` unless it is a photo already there; whether it was appended.
+
+    A photo is known by its keys (:func:`photo_keys`, or ``keys`` where a source knows better): a row sharing
+    any key with ``seen`` is a duplicate, and an appended row's keys join ``seen``. Search results hold the same
+    photo under several URLs (a thumbnail, a mirror, another index), and the first one met, the best ranked, is
+    the one kept."""
+    keys = photo_keys(row) if keys is None else keys
+    if keys & seen:
+        return False
+    seen |= keys
+    rows.append(row)
+    return True
+
+
 def _commons_name(name: str) -> str:
     name = name.replace(" ", "_")
     return name[:1].upper() + name[1:]

@@ -30,9 +30,9 @@ from data_tools.search_backends.base import (
     ResponseError,
     SearchBackend,
     SearchError,
+    add_if_new,
     as_int,
     expect,
-    photo_keys,
     text,
 )
 
@@ -110,14 +110,7 @@ class CommonsBackend(SearchBackend):
             for page in pages:
                 rank += 1
                 row = self._row(page, rank)
-                if row is None:
-                    continue
-                keys = photo_keys(row)
-                if keys & seen:
-                    continue
-                seen |= keys
-                results.append(row)
-                if len(results) >= count:
+                if row is not None and add_if_new(results, seen, row) and len(results) >= count:
                     return results
             nxt = data.get("continue")
             if nxt is None:

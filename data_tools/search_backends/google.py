@@ -26,6 +26,7 @@ from data_tools.search_backends.base import (
     ResponseError,
     SearchBackend,
     SearchError,
+    add_if_new,
     as_int,
     expect,
     photo_keys,
@@ -170,11 +171,7 @@ class SearchClient(SearchBackend):
                        "height": as_int(image.get("height")), "context_url": text(image.get("contextLink"), 2000),
                        "source": self.name, "landing_url": text(image.get("contextLink"), 2000)}
                 keys = {f"url:{link}"} | {k_ for k_ in photo_keys({"url": link}) if k_.startswith("commons")}
-                if keys & seen:
-                    continue
-                seen |= keys
-                results.append(row)
-                if len(results) >= count:
+                if add_if_new(results, seen, row, keys) and len(results) >= count:
                     break
             queries = data.get("queries", {})
             expect(queries, dict, "'queries'", query)

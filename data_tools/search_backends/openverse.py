@@ -34,9 +34,9 @@ from data_tools.search_backends.base import (
     ResponseError,
     SearchBackend,
     SearchError,
+    add_if_new,
     as_int,
     expect,
-    photo_keys,
     text,
 )
 
@@ -140,14 +140,7 @@ class OpenverseBackend(SearchBackend):
             for k, item in enumerate(items):
                 expect(item, dict, f"'results[{k}]'", query)
                 row = self._row(item, (page - 1) * page_size + k + 1)
-                if row is None:
-                    continue
-                keys = photo_keys(row)
-                if keys & seen:
-                    continue
-                seen |= keys
-                results.append(row)
-                if len(results) >= count:
+                if row is not None and add_if_new(results, seen, row) and len(results) >= count:
                     return results
             page_count = as_int(data.get("page_count"))
             if not items or (page_count != "" and page >= page_count):
