@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from data_tools.parallel import Progress, parallel_map
 from ws_dan.common.dataset_folders import scan_dataset
@@ -136,3 +136,24 @@ def summary_lines(summary: dict, noun: str = "copy") -> list[str]:
     lines.append(f"{noun} with shortest side <= {summary['size']} px in {summary['output_dir']} "
                  "(manifest: downsample_manifest.csv)")
     return lines
+
+
+def downsample_command(args: Any, noun: str = "copy") -> dict:
+    """The whole of ``scripts/downsample.py`` and ``scripts/prepare_cache.py`` once parsed (their flags:
+    ``data_tools.flags.add_downsample_flags``): :func:`downsample_dataset`, bad input or an unreadable image with
+    ``--strict`` as one ``error:`` line, Ctrl-C as how to finish, then :func:`summary_lines` printed, ``noun``
+    naming what was made ("copy", "cache"). Returns the summary."""
+    from ws_dan.common.runtime import fail, setup_logging
+
+    setup_logging(verbose=args.verbose)
+    try:
+        s = downsample_dataset(args.data_dir, args.output_dir, size=args.size, quality=args.quality,
+                               workers=args.workers, progress=args.progress, strict=args.strict,
+                               overwrite=args.overwrite)
+    except (InputError, UnreadableImageError) as e:
+        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
+    except KeyboardInterrupt:
+        fail(f"interrupted; files already written are complete: run the same command again to finish "
+             f"{args.output_dir}", code=130)
+    print("\n".join(summary_lines(s, noun)))
+    return s

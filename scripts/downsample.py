@@ -24,23 +24,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Write the copy; returns the summary (also in OUTPUT_DIR/downsample_report.json)."""
-    from data_tools.downsample import downsample_dataset, summary_lines
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError
-    from ws_dan.common.runtime import fail, setup_logging
+    from data_tools.downsample import downsample_command
 
-    setup_logging(verbose=args.verbose)
-    try:
-        s = downsample_dataset(args.data_dir, args.output_dir, size=args.size, quality=args.quality,
-                               workers=args.workers, progress=args.progress, strict=args.strict,
-                               overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except KeyboardInterrupt:
-        fail(f"interrupted; files already written are complete: run the same command again to finish "
-             f"{args.output_dir}", code=130)
-    print("\n".join(summary_lines(s, "copy")))
-    return s
+    return downsample_command(args, "copy")
 
 
 if __name__ == "__main__":
