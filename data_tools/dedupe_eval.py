@@ -4,10 +4,10 @@ Used by scripts/benchmark_dedupe.py and the tests. The alterations are those the
 size, JPEG quality 40, a 5% border crop (5% off every side), 20% brighter, a 3 degree rotation, grayscale, and
 the same pixels saved as PNG (an exact duplicate).
 
-For the side-by-side comparison (issue 14) three ways of hashing are measured in one run: the finder as it is
-(JPEGs draft-decoded, pixel digests only for exact candidates: :func:`data_tools.dedupe.find_duplicates`), the
-path it replaced (:func:`legacy_hash_images`: every file decoded in full, every pixel digest, the ``imagehash``
-library's functions on the old working size), and imagededup's PHash where that package is installed
+For the side-by-side comparison three ways of hashing are measured in one run: the finder as it is
+(JPEGs draft-decoded, pixel digests only for exact candidates: :func:`data_tools.dedupe.find_duplicates`), a
+full-decode baseline (:func:`legacy_hash_images`: every file decoded in full, every pixel digest, the ``imagehash``
+library's functions on a larger working image), and imagededup's PHash where that package is installed
 (:func:`imagededup_phash`; an optional extra, never a dependency).
 """
 
@@ -144,14 +144,14 @@ def evaluate_hash64(paths: Sequence[Path], hash64: np.ndarray, items: Sequence[E
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the hashing path replaced in issue 14, and imagededup, for the side-by-side benchmark
+# the full-decode baseline and imagededup, for the side-by-side benchmark
 
-#: The old working size: the gray image was box-reduced to a longer side of 256 to 511 pixels.
+#: The baseline's working size: the gray image box-reduced to a longer side of 256 to 511 pixels.
 LEGACY_WORKING_SIZE = 256
 
 
 def legacy_image_hashes(image: Image.Image) -> np.ndarray:
-    """The hashes as computed before issue 14: ``imagehash``'s phash, dhash, dhash_vertical and whash (64x64) of
+    """The baseline's hashes: ``imagehash``'s phash, dhash, dhash_vertical and whash (64x64) of
     the gray image box-reduced to a longer side of 256-511 px, whole and centre views; shape ``(2, 4)``."""
     import imagehash
 
@@ -178,7 +178,7 @@ def _legacy_worker(path: Path):
 
 def legacy_hash_images(paths: Sequence[Path], workers: Optional[int] = None,
                        progress: Progress = False) -> HashedImages:
-    """Hash ``paths`` the way the finder did before issue 14: full decode, every pixel digest, imagehash."""
+    """Hash ``paths`` the baseline's way: full decode, every pixel digest, imagehash."""
     start = time.perf_counter()
     kept, skipped = [], []
     for r in parallel_map(_legacy_worker, list(paths), workers=workers, progress=progress, desc="hashing (old)"):

@@ -12,7 +12,7 @@ baseline (imagededup's method, threshold 10 of 64), and the time to compare --sy
 Speed (--parts speed): the whole job end to end (scan, hash, search, report) on the photos under --speed-dirs,
 for each of --methods one after the other in this run, so the ratios hold on a shared machine: "draft" (the
 finder: JPEGs decoded at reduced scale, pixel digests only for exact candidates), "old" (every file decoded in
-full, every pixel digest, the imagehash library, as before issue 14) and "imagededup" (its PHash encode_images +
+full, every pixel digest, the imagehash library) and "imagededup" (its PHash encode_images +
 find_duplicates, where the package is installed; it is optional). One table puts them side by side: images/s,
 seconds, ratios, and each method's recall / precision on the altered copies.
 Writes OUTPUT_DIR/benchmark_dedupe.json and prints the tables.

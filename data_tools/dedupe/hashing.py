@@ -13,13 +13,13 @@
   disagreements (a rotation, JPEG noise, brightness) average out, while unrelated photos stay far apart in all
   four. Grayscale hashes make colour changes (a grayscale copy) irrelevant.
 
-Speed (issue 14). The hashes look at 64x64 pixels at most (wHash; pHash 32x32, dHash 9x8), so they are computed
+Speed. The hashes look at 64x64 pixels at most (wHash; pHash 32x32, dHash 9x8), so they are computed
 on a *working image*: the gray picture reduced by the largest power of two that keeps its shorter side at least
 :data:`HASH_WORKING_SIZE` (56) pixels. A file is decoded straight to that size where it can be: a JPEG with the
 decoder's DCT scaling (1/2, 1/4, 1/8, luma only; ``ws_dan.common.images.decode_image``), the rest of the factor by
 :meth:`PIL.Image.Image.reduce` (box means). Because reduce(a) then reduce(b) has exactly the size of reduce(a*b),
-the draft-decoded working image has the same size as the full decode's and nearly the same pixels; on 1,121 real
-photos the four whole-image hashes of the two differ by 0.37 bits on average, 6 at most (:data:`DRAFT_DEVIATION`).
+the draft-decoded working image has the same size as the full decode's and nearly the same pixels: the four
+whole-image hashes of the two differ by a few bits at most (:data:`DRAFT_DEVIATION`).
 The hashes themselves are imagehash's, computed from PIL's LANCZOS resizes (reproduced bit for bit as matrix
 products, ``data_tools.dedupe.resample``, all four sizes of a view at once) and a few numpy operations instead of
 imagehash's scipy / PyWavelets calls (whose per-call overhead was most of the hashing time): the two dHashes are
@@ -59,13 +59,11 @@ CROP_FRACTION = 0.05
 #: Shorter side (pixels) the working image keeps at least: it is reduced by the largest power of two that keeps
 #: this many, so its shorter side is 56 to 111 px. wHash resizes to 64x64, pHash to 32x32. The resizes cost in
 #: proportion to the working image's pixels; 56 rather than 64 lets the decoder's cheapest scale, 1/8, serve the
-#: common 480-px-high photo (60 px). On the altered-copies benchmark 48, 56 and 64 all gave the old recall and
-#: precision within one copy; 56 matched them exactly.
+#: common 480-px-high photo (60 px) without costing recall or precision (docs/scale.md).
 HASH_WORKING_SIZE = 56
-#: Largest summed Hamming distance measured between the four whole-image hashes of a draft-decoded JPEG and those
-#: of its full decode (all 1,121 photos of ../shared/data cars, cars_dev, flowers: mean 0.37, 99th percentile 3;
-#: tests/test_dedupe_speed.py checks it on a sample): ``data_tools.dedupe.search.EXACT_CANDIDATE_DISTANCE`` is
-#: built on it.
+#: Largest summed Hamming distance between the four whole-image hashes of a draft-decoded JPEG and those of its
+#: full decode (the measurement: docs/scale.md; tests/test_dedupe_speed.py checks it on a sample):
+#: ``data_tools.dedupe.search.EXACT_CANDIDATE_DISTANCE`` is built on it.
 DRAFT_DEVIATION = 6
 
 def pixel_digest(image: Image.Image) -> str:

@@ -1,7 +1,7 @@
 """PIL's LANCZOS resize of an 8-bit grayscale picture, bit for bit, as two matrix products.
 
 The perceptual hashes resize each working image to four small sizes (pHash 32x32, dHash 9x8 and 8x9, wHash
-64x64) for two views. Through PIL that is eight ``Image.resize`` calls, most of the hashing time (issue 14). A
+64x64) for two views. Through PIL that is eight ``Image.resize`` calls, most of the hashing time. A
 resize is linear: PIL computes, for each output column, normalised filter weights over a window of input columns
 (``precompute_coeffs`` in Pillow's ``Resample.c``), rounds them to fixed point with 22 fractional bits, and for
 each pixel sums ``pixel x weight`` in integers, adds half a unit and keeps ``clip(sum >> 22, 0, 255)``; first the

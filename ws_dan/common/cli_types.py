@@ -2,7 +2,7 @@
 
 A bad value ends in argparse's usual one-line error naming the flag, e.g.
 ``train.py: error: argument --image-size: expected an integer >= 1, got '0'`` -- instead of a zero that
-quietly became a default (``--image-size 0`` used to train at 512 px) or a crash an epoch later.
+quietly falls back to a default (a falsy value reads as "not given") or a crash an epoch later.
 Each function takes the command-line text and returns the parsed value, so it also works on defaults.
 """
 

@@ -42,7 +42,7 @@ from ws_dan.models.wsdan import MAX_DETAIL_SCALE, METHODS, ModelConfig, create_m
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ws_dan.checkpoint"  # the format's name, fixed: not the module's path (it moved; old files must load)
+FORMAT = "ws_dan.checkpoint"  # the format's name, fixed: not the module's path, so files keep loading if it moves
 FORMAT_VERSION = 1
 
 
@@ -149,8 +149,8 @@ def validate_checkpoint(state: Any, path: PathLike, kind: Optional[str] = "wsdan
     return state
 
 
-# Sane bounds for a checkpoint's config: it is input like any other. image_size=1000000 once drove predict.py to
-# 19 GB of memory before any error, and export.py asked for 24 TB.
+# Sane bounds for a checkpoint's config: it is input like any other, and an absurd image_size would have predict.py
+# or export.py allocate tens of gigabytes before any error.
 INT_BOUNDS = {"image_size": (8, 4096), "num_attentions": (1, 1024), "num_classes": (1, 100_000),
               "detail_scale": (1, MAX_DETAIL_SCALE)}
 UNIT_INTERVAL = ("eval_crop_theta", "eval_crop_padding")
