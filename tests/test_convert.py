@@ -190,7 +190,7 @@ def test_torchscript_export(tiny_checkpoint, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------
-# The reference pipeline end to end: LANCZOS resize, raw + the reference crop, averaged (issue 15)
+# The reference pipeline end to end: LANCZOS resize, raw + the reference crop, averaged
 
 
 def _grab_reference_logits(net, state, pil_images, size):

@@ -1,4 +1,4 @@
-"""Dedupe at decode speed (issue 14): draft-decoded hashes agree with the full decode, exact duplicates are still
+"""Dedupe at decode speed: draft-decoded hashes agree with the full decode, exact duplicates are still
 found with digests taken only where needed, and the side-by-side benchmark runs."""
 
 from __future__ import annotations

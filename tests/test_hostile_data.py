@@ -1,4 +1,4 @@
-"""The data tools' promise, against hostile folders and files (issue 12), parametrised over the tools it binds.
+"""The data tools' promise, against hostile folders and files, parametrised over the tools it binds.
 
 A user's files are never moved, deleted or overwritten unless a flag asked for exactly that, and then an undo
 restores them byte for byte; no tool writes outside its output root or reads its own outputs, whatever links the

@@ -1,4 +1,4 @@
-"""The knobs of issue 15's WS-DAN recipe: stride-16 MobileNetV2, head/backbone learning rates, warm-up, the
+"""The knobs of the WS-DAN recipe: stride-16 MobileNetV2, head/backbone learning rates, warm-up, the
 logit scale, when the attention views start, and the divergence guard."""
 
 from __future__ import annotations

@@ -53,21 +53,13 @@ DEFAULTS = dict(model="efficientnet-b3", method="wsdan", image_size=512, num_att
 
 #: Each method's values for the recipe settings left unset (None), filled in by :func:`resolve_recipe` (args.json
 #: and the checkpoints record the values used). WS-DAN: the classifier sees the unit-norm feature matrix x
-#: ``logit_scale``; the new layers (attention, classifier) learn at ``lr`` x ``head_lr_scale``; a linear warm-up over
-#: ``warmup_epochs``; the crop and drop views from epoch ``views_start_epoch`` on. The baseline keeps a plain
-#: fine-tune: one learning rate, no warm-up. Each value is one entry, so the experiments change it in one line.
-#: Evidence (README, "WS-DAN recipe"; docs/issue15/RESULTS.md): on cars_dev with MobileNetV2 at 160 px / 3 epochs,
-#: lr 0.01 + logit scale 25 + views from epoch 2 gave 83.5 +- 0.7 (2 seeds) against 71.5 for the old defaults
-#: (lr 0.001, scale 100, views from epoch 1) and 79.25 +- 1.8 for the plain fine-tune at its best lr (0.003); at
-#: scale 100 lr 0.01 diverged. Gradient clipping: the cap is on the SGD step, ||lr x G|| <= 0.15 (``clip_mode``
-#: "step"), not on the gradient: WS-DAN's gradient norm is 6-12 at lr 0.01 and 6-21 at lr 0.05 (measured on
-#: cars_dev), so lr 0.05 collapses through 5x larger steps, not rare spikes; a cap on ||G|| that spares lr 0.01
-#: spares lr 0.05 too, and one that tames lr 0.05 (norm 1) slowed lr 0.01 (86.0% vs 96.0% at 224 px / 8 epochs).
-#: The step cap acts at lr 0.01 only above a gradient norm of 15 (8% of epoch 1's steps, none later, seed 0) and
-#: holds lr 0.05 to steps of 0.15 until the cosine schedule lowers it: 95.5% at lr 0.05 (224 px / 8 epochs, seed 0)
-#: where the uncapped recipe collapsed (docs/issue15/RESULTS.md, session 4).
-#: The baseline's lr is 0.01, its best on cars_dev at 224 px / 8 epochs (96.0 / 93.0% over 2 seeds; 0.003: 91.0%,
-#: 0.03: collapsed to 17.0%); its old default, 0.001, was not measured there.
+#: ``logit_scale`` (at 100, lr 0.01 diverges); the new layers learn at ``lr`` x ``head_lr_scale``; a linear warm-up
+#: over ``warmup_epochs``; the crop and drop views from epoch ``views_start_epoch`` on (before that the maps are
+#: noise); the SGD step's norm, not the gradient's, is capped (``clip_mode`` "step"), because a higher rate fails
+#: through larger steps, not through rare gradient spikes; ``detail_scale`` is the loader's detail copy for the
+#: crops. The baseline keeps a plain fine-tune: one learning rate, no warm-up, no clipping. Each value is one
+#: entry, so an experiment changes it in one line; docs/results.md ("Where the defaults come from") has the
+#: measurements behind each.
 WSDAN_RECIPE = dict(lr=0.01, logit_scale=25.0, head_lr_scale=1.0, warmup_epochs=0.0, views_start_epoch=2,
                     clip_grad=0.15, clip_mode="step", detail_scale=1)
 BASELINE_RECIPE = dict(lr=0.01, head_lr_scale=1.0, warmup_epochs=0.0, clip_grad=0.0, clip_mode="norm")
@@ -115,7 +107,7 @@ class TrainSettings:
     final_lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-5
-    lr_scheduler: str = "cosine"  # anneals within any budget; plateau needs epochs to notice a plateau
+    lr_scheduler: str = "cosine"  # anneals within any budget; a plateau needs epochs to notice one
     lr_gamma: Optional[float] = None
     lr_patience: int = 3
     lr_step_size: int = 2
