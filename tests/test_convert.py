@@ -10,7 +10,7 @@ import torchvision
 from conftest import run_script
 from PIL import Image
 
-from ws_dan.models.checkpoint import load_checkpoint, model_from_checkpoint
+from ws_dan.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from ws_dan.models.convert import ConversionError, convert_checkpoint, load_legacy_file
 
 K, M = 5, 8  # classes, attention maps
@@ -177,6 +177,8 @@ def test_onnx_export_matches_pytorch_for_any_batch(tiny_checkpoint, tmp_path):
         p = session.run(None, {"images": x.numpy()})[0]
         assert p.shape == (n, 3) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
         assert np.abs(p - reference(x).numpy()).max() < 1e-5
+    with pytest.raises(CheckpointError, match=r"m\.onnx: an ONNX export of a model, not a checkpoint; pass the \.pt"):
+        load_checkpoint(tmp_path / "m.onnx")
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
@@ -187,6 +189,23 @@ def test_torchscript_export(tiny_checkpoint, tmp_path):
     loaded = torch.jit.load(str(tmp_path / "m.ts"))
     with torch.no_grad():
         assert loaded(torch.rand(4, 3, 48, 48)).shape == (4, 3)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_an_export_given_as_a_checkpoint_is_named_and_the_checkpoint_suggested(tiny_checkpoint, tmp_path, capsys,
+                                                                               recwarn):
+    run_script("export", ["--ckpt-path", str(tiny_checkpoint), "--format", "torchscript", "--output",
+                          str(tmp_path / "m.ts")])
+    Image.new("RGB", (40, 30)).save(tmp_path / "photo.jpg")
+    recwarn.clear()
+    with pytest.raises(SystemExit):
+        run_script("predict", [str(tmp_path / "photo.jpg"), "--ckpt-path", str(tmp_path / "m.ts"), "--output-dir",
+                               str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'm.ts'}: a TorchScript export of a model, not a checkpoint; pass the .pt "
+                   "checkpoint that train.py wrote (last.pt or best.pt), which export.py made this file from")
+    assert "weights_only" not in err and not [w for w in recwarn if "TorchScript" in str(w.message)]
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------------------

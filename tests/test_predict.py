@@ -204,6 +204,35 @@ def test_duplicate_and_conflicting_csv_rows(ckpt, tmp_path, capsys, caplog):
     assert "line 2: 'red_circle', line 4: 'blue_circle'" in err
 
 
+@pytest.mark.parametrize("listed", ["../victim/photo.jpg", "/etc/passwd", "link/img0.jpg"])
+def test_a_label_csv_cannot_make_predict_read_outside_the_data_folder(ckpt, tmp_path, capsys, listed):
+    """Rows must name photos inside --data-dir: not ../, not an absolute path elsewhere, not through a link in
+    the folder that points out of it. The run stops before reading any image, with one line naming the rows."""
+    data = tmp_path / "data"
+    _images(data, 2)
+    victim = _images(tmp_path / "victim", 1)[0]
+    victim.rename(victim.with_name("photo.jpg"))
+    _images(tmp_path / "elsewhere", 1)
+    (data / "link").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"image,label\nimg1.jpg,red_circle\n{listed},blue_circle\n")
+    with pytest.raises(SystemExit):
+        _predict(["--dd", str(data)], ckpt, tmp_path / "out", "--csv-labels-path", str(labels))
+    err = _error(capsys)
+    assert err == (f"error: {labels}: 1 path(s) outside the data folder {data} (line 3: {listed!r}); list images "
+                   "inside it, relative to it")
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_a_label_csv_may_name_photos_by_absolute_path_inside_the_data_folder(ckpt, tmp_path):
+    data = tmp_path / "data"
+    photos = _images(data, 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"image,label\n{photos[0]},red_circle\nimg1.jpg,blue_circle\n")
+    _predict(["--dd", str(data)], ckpt, tmp_path / "out", "--csv-labels-path", str(labels))
+    assert len(_rows(tmp_path / "out")) == 2
+
+
 # --------------------------------------------------------------------------------------------------------
 # a checkpoint's config is input too
 

@@ -103,10 +103,13 @@ def csv_samples(
     class_names: Sequence[str],
     headings: tuple[str, str] = ("image", "label"),
 ) -> SampleList:
-    """Samples from a CSV with an image column (path relative to ``data_dir``, or absolute) and a label column.
+    """Samples from a CSV with an image column (a path inside ``data_dir``: relative to it, or absolute) and a
+    label column.
 
-    Labels are class names (or integer indices into ``class_names``). Unknown labels raise, naming them;
-    listed files that do not exist are skipped and reported like unreadable images.
+    Labels are class names (or integer indices into ``class_names``). Unknown labels raise, naming them; so do
+    paths that lead outside ``data_dir`` (``../other/x.jpg``, ``/etc/passwd``, or a link inside it that points
+    out): a label CSV names the photos of that folder, and must not make the tool read anything else. Listed
+    files that do not exist are skipped and reported like unreadable images.
     """
     import pandas as pd
 
@@ -128,6 +131,8 @@ def csv_samples(
     samples: list[Sample] = []
     skipped: list[SkippedFile] = []
     unknown: dict[str, int] = {}
+    outside: list[str] = []
+    root = data_dir.resolve()
     seen: dict[str, tuple[int, int, str]] = {}  # normalised path -> (line, target, label) of its first row
     repeated: list[int] = []
     conflicts: list[str] = []
@@ -141,6 +146,9 @@ def csv_samples(
             unknown[key] = unknown.get(key, 0) + 1
             continue
         path = Path(image) if os.path.isabs(image) else data_dir / image
+        if not path.resolve().is_relative_to(root):
+            outside.append(f"line {row}: {image!r}")
+            continue
         # The same image twice would count twice in every metric: the same label is a harmless repeat (kept
         # once), two different labels cannot both be right (refused, naming the lines).
         key = os.path.normcase(os.path.normpath(str(path)))
@@ -161,6 +169,10 @@ def csv_samples(
             f"{csv_path}: {sum(unknown.values())} row(s) with label(s) not among the model's "
             f"{len(class_names)} classes: {_preview(sorted(unknown))}"
         )
+    if outside:
+        more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+        raise DatasetError(f"{csv_path}: {len(outside)} path(s) outside the data folder {data_dir} "
+                           f"({'; '.join(outside[:3])}{more}); list images inside it, relative to it")
     if conflicts:
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
         raise DatasetError(f"{csv_path}: {len(conflicts)} image(s) listed with conflicting labels: "

@@ -100,13 +100,40 @@ def load_torch_file(path: PathLike, error: type[Exception] = CheckpointError,
     """``torch.load`` on the CPU with ``weights_only=True`` (loading cannot run code), its failures as one line.
 
     Whatever torch raises (a truncated zip, a pickle with code in it, not a torch file at all) becomes ``error``
-    with the message "``path``: not a readable PyTorch ``what``: the first line of torch's message".
+    with the message "``path``: not a readable PyTorch ``what``: the first line of torch's message". An exported
+    model (TorchScript or ONNX, which export.py writes) is named as such first, with what to pass instead: torch's
+    own advice for it would be ``weights_only=False``, which is unsafe and not the user's to set.
     """
+    exported = exported_model_kind(path)
+    if exported is not None:
+        article = "an" if exported == "ONNX" else "a"
+        raise error(f"{path}: {article} {exported} export of a model, not a checkpoint; pass the .pt checkpoint that "
+                    f"train.py wrote (last.pt or best.pt), which export.py made this file from")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise error(f"{path}: not a readable PyTorch {what}: {first_line}") from None
+
+
+def exported_model_kind(path: PathLike) -> Optional[str]:
+    """"TorchScript" or "ONNX" when ``path`` holds such an export (by its content, not its name), else None.
+
+    A TorchScript archive is a zip with ``<name>/constants.pkl`` and ``<name>/code/``; an ONNX file is a protobuf
+    ModelProto whose first field is ``ir_version`` (tag byte 0x08) and that names its producer early on."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            scripted = any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+            return "TorchScript" if scripted else None
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    return "ONNX" if head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower()) else None
 
 
 def load_checkpoint(path: PathLike, kind: Optional[str] = "wsdan") -> dict[str, Any]:
