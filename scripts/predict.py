@@ -19,6 +19,9 @@ import argparse
 from ws_dan.common.cli_types import nonneg_int, positive_int
 from ws_dan.common.runtime import default_workers, str2bool
 
+#: Above this input side predict.py warns on a CPU (a checkpoint may ask for up to 4096 px: 64x the default's work).
+LARGE_INPUT = 1024
+
 
 class _CollectInputs(argparse.Action):
     """--data-dir A [B ...]: every value is an input; ``data_dir`` keeps the first (the seed project's name)."""
@@ -138,6 +141,11 @@ def main(args: argparse.Namespace) -> dict:
     log.info("%s: %d images%s | model %s, %d classes, %d px | device %s", ", ".join(map(str, inputs[:3])),
              len(samples), " with labels" if labelled else "", config.backbone, config.num_classes,
              config.image_size, device)
+    if config.load_size > LARGE_INPUT and device.type == "cpu":
+        # A checkpoint's size is input too: say what it costs before a run that may take hours on a CPU.
+        log.warning("%s: this model reads %d px images, %.0fx the pixels of the default 512 px each: slow on a "
+                    "CPU (use --device cuda, or a model trained at a smaller --image-size)", args.ckpt_path,
+                    config.load_size, (config.load_size / 512) ** 2)
 
     workers, pre, n_small = args.workers, None, 0
     if args.sr_model:

@@ -278,6 +278,18 @@ def test_predict_refuses_a_huge_image_size_before_any_work(ckpt, tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_predict_says_what_a_large_input_costs_on_the_cpu(ckpt, tmp_path, capsys, caplog):
+    """Inside the bound (4096 px) a size can still cost hours on a CPU: the run says so before it starts."""
+    _images(tmp_path / "photos", 1)
+    state = load_checkpoint(ckpt)
+    state["config"]["image_size"] = 1088
+    save_checkpoint(tmp_path / "large.pt", {"config": state["config"], "model": state["model"]})
+    _predict(["--dd", str(tmp_path / "photos")], tmp_path / "large.pt", tmp_path / "o")
+    text = capsys.readouterr().err + caplog.text
+    assert "large.pt: this model reads 1088 px images, 5x the pixels of the default 512 px each: slow on a CPU" in text
+    assert len(_rows(tmp_path / "o")) == 1
+
+
 # --------------------------------------------------------------------------------------------------------
 # Ctrl-C while a checkpoint is written
 
