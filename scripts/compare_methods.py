@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -245,36 +246,6 @@ def _read_run(run_dir: Path) -> dict:
             "minutes": round(sum(float(r["seconds"]) for r in rows) / 60, 1), "curve": top1}
 
 
-def summarize(results: list[dict], methods: list[str], select_seeds: Optional[list[int]] = None
-              ) -> tuple[dict, list[str]]:
-    """Per method and learning rate: mean and sd of the final test top-1 over the seeds; each method's best
-    learning rate (highest mean over ``select_seeds``, the sweep's seeds, or all; a learning rate with a diverged
-    or failed run is never best). Returns
-    ({method: {"lr", "mean", "sd", "n", "best_mean", "runs"}}, the markdown lines of the per-lr table)."""
-    best: dict[str, dict] = {}
-    lines = ["| method | lr | final top-1 % per seed | mean ± sd | best epoch's top-1 % (mean) |",
-             "|---|---|---|---|---|"]
-    for method in methods:
-        lrs = sorted({r["lr"] for r in results if r["method"] == method})
-        for lr in lrs:
-            runs = [r for r in results if r["method"] == method and r["lr"] == lr]
-            ok = [r for r in runs if r["status"] == "ok"]
-            accs = [r["test_top1"] for r in ok]
-            failed = len(ok) < len(runs)
-            mean = statistics.mean(accs) if accs else math.nan
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            per_seed = ", ".join(f"{r['test_top1']:.1f}" if r["status"] == "ok" else r["status"] for r in runs)
-            best_mean = statistics.mean(r["best_test_top1"] for r in ok) if ok else math.nan
-            lines.append(f"| {method} | {lr:g} | {per_seed} | " + (f"{mean:.2f} ± {sd:.2f}" if accs else "-")
-                         + (" (a run failed)" if failed and accs else "") + f" | {best_mean:.1f} |")
-            chosen_on = [r["test_top1"] for r in ok if select_seeds is None or r["seed"] in select_seeds]
-            score = -math.inf if failed or not chosen_on else statistics.mean(chosen_on)
-            if method not in best or score > best[method]["score"]:
-                best[method] = {"lr": lr, "mean": mean, "sd": sd, "n": len(accs), "best_mean": best_mean,
-                                "runs": ok, "score": score}
-    return best, lines
-
-
 def photo_predictions(ckpt: Path, test_dir: Path, device: str = "auto", workers: int = 0,
                       batch_size: int = 32) -> dict[str, tuple[str, str]]:
     """``{photo path relative to test_dir: (label, predicted class)}`` for every readable photo of the
@@ -297,73 +268,14 @@ def photo_predictions(ckpt: Path, test_dir: Path, device: str = "auto", workers:
             for i, t, p in zip(result.indices, result.targets, result.probabilities.argmax(axis=1))}
 
 
-def mcnemar_exact(only_a: int, only_b: int) -> float:
-    """Two-sided exact McNemar p-value: with no difference between two classifiers, each photo that exactly one
-    of them gets right is equally likely to be either's, so ``only_a ~ Binomial(only_a + only_b, 1/2)``."""
-    from scipy.stats import binomtest
-
-    n = only_a + only_b
-    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
-
-
-def paired_report(photos: dict[tuple[str, int], dict[str, tuple[str, str]]], methods: list[str]
-                  ) -> tuple[list[dict], list[str]]:
-    """Per-photo rows and the paired section of table.md from ``photos[(method, seed)] = {photo: (label,
-    predicted)}`` (the runs at each method's best rate). Each method is compared with ``methods[0]`` on the
-    photos both evaluated: seed by seed (McNemar), and over all seeds by a sign test across photos (a photo
-    counts for a method when it is right in a larger fraction of that method's runs: photos are the independent
-    units; the runs of one photo are not)."""
-    runs = {m: sorted(s for mm, s in photos if mm == m) for m in methods}
-    names = sorted(set.intersection(*(set(v) for v in photos.values()))) if photos else []
-    right = {key: {n: pred[n][0] == pred[n][1] for n in names} for key, pred in photos.items()}
-    # per method and photo: how many of its runs got it wrong, and the share that got it right
-    wrong = {m: {n: sum(not right[(m, s)][n] for s in runs[m]) for n in names} for m in methods}
-    share = {m: {n: (len(runs[m]) - wrong[m][n]) / len(runs[m]) for n in names} for m in methods}
-    rows = []
-    for n in names:
-        row = {"image": n, "label": next(iter(photos.values()))[n][0]}
-        for m in methods:
-            answers = [photos[(m, s)][n][1] for s in runs[m] if not right[(m, s)][n]]
-            row[f"{m}_wrong"] = f"{wrong[m][n]}/{len(runs[m])}"
-            row[f"{m}_predicted"] = max(set(answers), key=answers.count) if answers else ""
-        rows.append(row)
-    rows.sort(key=lambda r: (-sum(wrong[m][r["image"]] for m in methods), r["image"]))
-    every = [r["image"] for r in rows if all(share[m][r["image"]] == 0 for m in methods)]
-    lines = [f"Paired, photo by photo (`--paired`: each run's last.pt at its method's best lr on the same {len(names)} "
-             f"test photos; per_photo.csv). Photos wrong in all {sum(map(len, runs.values()))} runs: {len(every)}"
-             + (" (" + ", ".join(every[:8]) + (", ..." if len(every) > 8 else "") + ")" if every else "") + ".", "",
-             "| method vs " + methods[0] + " | seeds | photos only the method gets right | only " + methods[0]
-             + " | exact p (two-sided) |", "|---|---|---|---|---|"]
-
-    def versus(m: str, seeds: str, mine: dict[str, float], theirs: dict[str, float]) -> str:
-        """Photos where ``mine`` beats ``theirs`` and the reverse (bools for one run each: only one is right)."""
-        a, b = sum(mine[n] > theirs[n] for n in names), sum(theirs[n] > mine[n] for n in names)
-        return f"| {m} | {seeds} | {a} | {b} | {mcnemar_exact(a, b):.3g} |"
-
-    ref = methods[0]
-    for m in methods[1:]:
-        lines += [versus(m, str(s), right[(m, s)], right[(ref, s)]) for s in runs[m] if s in runs[ref]]
-        if len(runs[m]) > 1 or len(runs[ref]) > 1:
-            lines.append(versus(m, f"all ({len(runs[m])} vs {len(runs[ref])} runs; sign test over photos)", share[m],
-                             share[ref]))
-    return rows, lines
-
-
 def hardest_sheet(rows: list[dict], test_dir: Path, path: Path, limit: int = 12) -> Optional[Path]:
     """A contact sheet of the ``limit`` photos most runs got wrong (``paired_report``'s rows, hardest first): each
     captioned with its label, how many of all the runs got it wrong and the first method's most common wrong answer
     (per method: per_photo.csv). None when no run erred."""
     from ws_dan.common.contact_sheet import contact_sheet
+    from ws_dan.evaluation.comparison import hardest
 
-    methods = [k[:-len("_wrong")] for k in rows[0] if k.endswith("_wrong")] if rows else []
-
-    def count(r: dict, i: int) -> int:
-        return sum(int(r[f"{m}_wrong"].split("/")[i]) for m in methods)
-
-    wrong = [r for r in rows if count(r, 0)][:limit]
-    tiles = [(test_dir / r["image"], [r["label"], f"wrong in {count(r, 0)} of {count(r, 1)} runs",
-                                      "-> " + next(r[f"{m}_predicted"] for m in methods if r[f"{m}_predicted"])])
-             for r in wrong]
+    tiles = [(test_dir / image, caption) for image, caption in hardest(rows, limit)]
     return contact_sheet([tiles[i:i + 4] for i in range(0, len(tiles), 4)], path, thumb=160, caption_lines=3,
                          chars=28)
 
@@ -373,6 +285,7 @@ def paired_section(best: dict, methods: list[str], out: Path, test_dir: Path, de
     """``--paired``: every run at each method's best rate (``summarize``'s ``best``) photo by photo; writes
     per_photo.csv and hardest.png in ``out`` and returns the lines for table.md (none when no run finished)."""
     from ws_dan.common.io import write_csv
+    from ws_dan.evaluation.comparison import paired_report
 
     photos = {}
     for method in methods:
@@ -391,11 +304,38 @@ def paired_section(best: dict, methods: list[str], out: Path, test_dir: Path, de
             "them by eye: a photo no run gets right is often mislabelled)."]
 
 
+@dataclass
+class Plan:
+    """What every run of the comparison shares, from the flags: the methods' train.py flags, the data, the budget."""
+
+    methods: dict[str, str]  # name -> its train.py flags
+    data: Path
+    sample: bool  # the synthetic set: random initialisation, and the badge columns
+    backbone: str
+    size: int
+    default_lrs: list[float]
+    method_lrs: dict[str, list[float]]
+    common: list[str]  # the train.py flags of every run
+    sweep_seeds: list[int]
+
+    def lrs(self, method: str) -> list[float]:
+        return self.method_lrs.get(method, self.default_lrs)
+
+
 def main(args: argparse.Namespace) -> list[dict]:
-    from ws_dan.common.io import write_csv, write_json
-    from ws_dan.common.run_dir import existing_run_files
+    methods = _method_flags(args)  # the built-in methods and --define's; --methods checked
+    out = Path(args.output_dir)
+    data = _dataset(args, out)  # --data-dir, or the sample / cars set made in OUTPUT/data
+    plan = _plan(args, methods, data)  # backbone, size, learning rates, the train.py flags every run shares
+    results = _sweep(args, plan, out)  # every run: trained, reused, or remembered as diverged
+    if args.dry_run:
+        return []
+    _report(args, plan, results, out)  # table.md, curves.png; with --paired per_photo.csv and hardest.png
+    return results
+
+
+def _method_flags(args: argparse.Namespace) -> dict[str, str]:
     from ws_dan.common.runtime import fail
-    from ws_dan.evaluation.plots import plot_method_curves
 
     methods = dict(METHODS)
     for spec in args.define:
@@ -406,24 +346,35 @@ def main(args: argparse.Namespace) -> list[dict]:
     unknown = [m for m in args.methods if m not in methods]
     if unknown:
         fail(f"--methods {' '.join(unknown)}: unknown; choose from {', '.join(methods)} or add one with --define")
-    out = Path(args.output_dir)
-    sample = args.dataset == "sample"
+    return methods
+
+
+def _dataset(args: argparse.Namespace, out: Path) -> Path:
+    from ws_dan.common.runtime import fail
+
     if args.data_dir:
         data = Path(args.data_dir)
         if not (data / "train").is_dir() or not (data / "test").is_dir():
             fail(f"--data-dir {data}: expected train/<class>/ and test/<class>/ folders")
-    elif sample:
+        return data
+    if args.dataset == "sample":
         from data_tools.synthetic import make_sample_dataset
 
         data = out / "data"
         if not (data / "boxes.csv").is_file() and not args.dry_run:
             make_sample_dataset(data, seed=0, overwrite=True)
-    elif args.dataset == "cars":
+        return data
+    if args.dataset == "cars":
         if not args.cars_dir or not Path(args.cars_dir).is_dir():
             fail(f"--cars-dir {args.cars_dir}: expected a folder of class folders")
-        data = _split_cars(Path(args.cars_dir), out / "data", args.train_per_class, args.test_per_class)
-    else:
-        fail("give --data-dir DIR (train/ and test/ class folders) or --dataset sample|cars")
+        return _split_cars(Path(args.cars_dir), out / "data", args.train_per_class, args.test_per_class)
+    fail("give --data-dir DIR (train/ and test/ class folders) or --dataset sample|cars")
+
+
+def _plan(args: argparse.Namespace, methods: dict[str, str], data: Path) -> Plan:
+    from ws_dan.common.runtime import fail
+
+    sample = args.dataset == "sample"
     backbone = args.model or ("tiny" if sample else "mobilenet_v2")
     size = args.image_size or (112 if sample else 224)
     default_lrs = [args.lr] if args.lr else (args.lrs or ([0.01, 0.03, 0.1] if sample else [0.003, 0.01, 0.03]))
@@ -445,122 +396,134 @@ def main(args: argparse.Namespace) -> list[dict]:
         common += ["--num-attentions", str(args.num_attentions)]
     if args.augment:
         common += ["--augment", args.augment]
-
-    results: list[dict] = []
-    out.mkdir(parents=True, exist_ok=True)
-
-    def run(method: str, lr: float, seed: int) -> None:
-        """Train (or reuse) one run and add its row to results.csv."""
-        run_dir = out / method / _lr_label(lr) / f"seed{seed}"
-        argv = ["--save-dir", str(run_dir), *common, "--lr", f"{lr:g}", "--seed", str(seed),
-                *shlex.split(methods[method]), *args.extra]
-        command = [sys.executable, str(TRAIN), *argv]
-        result = {"method": method, "lr": lr, "seed": seed, "status": "ok", "error": ""}
-        if args.dry_run:
-            print(shlex.join(command))
-            return
-        diverged = _diverged_before(run_dir, argv)
-        if diverged:
-            result.update(status="diverged", error=diverged)
-            print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
-        elif run_is_complete(run_dir, argv, args.epochs):
-            print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
-        elif args.report_only:
-            print(f"== {method} lr {lr:g} seed {seed}: not run (--report-only)", flush=True)
-            return
-        else:
-            if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
-                command.append("--overwrite")  # folder without it; the old run's files are replaced
-            print(f"== {method} lr {lr:g} seed {seed}: {shlex.join(command)}", flush=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "diverged.json").unlink(missing_ok=True)  # an earlier run's, with other settings
-            start = time.time()
-            with open(run_dir / "stderr.log", "w") as err:
-                code = subprocess.call(command, stderr=err)
-            if code != 0:
-                lines = (run_dir / "stderr.log").read_text().strip().splitlines()
-                message = lines[-1] if lines else f"exit code {code}"
-                result.update(status="diverged" if "diverged" in message else "failed", error=message)
-                if result["status"] == "diverged":  # deterministic: remembered, not run again
-                    write_json(run_dir / "diverged.json", {"argv": argv, "error": message})
-                print(f"   {result['status']}: {message}", flush=True)
-            print(f"   {time.time() - start:.0f} s", flush=True)
-        if result["status"] == "ok":
-            result.update(_read_run(run_dir))
-            if sample:
-                detail = attention_on_detail(run_dir / "last.pt", data)
-                result.update({k: round(v, 3) for k, v in detail.items()})
-        results.append(result)
-        write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "curve"} for r in results],
-                  fieldnames=sorted({k for r in results for k in r if k != "curve"}, key=_column_order))
-
     # The sweep: every learning rate on the first --sweep-seeds seeds (all of them by default); the other seeds
     # only at the learning rate the sweep found best for that method, which is what they are there to confirm.
     sweep_seeds = args.seeds[:args.sweep_seeds] if args.sweep_seeds else args.seeds
+    return Plan(methods, data, sample, backbone, size, default_lrs, method_lrs, common, sweep_seeds)
+
+
+def _sweep(args: argparse.Namespace, plan: Plan, out: Path) -> list[dict]:
+    """Every method at every learning rate on the sweep's seeds, then its other seeds at its best rate."""
+    from ws_dan.evaluation.comparison import summarize
+
+    results: list[dict] = []
+    out.mkdir(parents=True, exist_ok=True)
     for method in args.methods:
-        lrs = method_lrs.get(method, default_lrs)
-        for lr in lrs:
-            for seed in sweep_seeds:
-                run(method, lr, seed)
-        rest = [s for s in args.seeds if s not in sweep_seeds]
+        for lr in plan.lrs(method):
+            for seed in plan.sweep_seeds:
+                _run(args, plan, out, results, method, lr, seed)
+        rest = [s for s in args.seeds if s not in plan.sweep_seeds]
         if rest and not args.dry_run:
-            found, _ = summarize([r for r in results if r["method"] == method], [method], sweep_seeds)
+            found, _ = summarize([r for r in results if r["method"] == method], [method], plan.sweep_seeds)
             if method not in found or not found[method]["runs"]:
                 print(f"== {method}: no learning rate finished its sweep; seeds {rest} not run", flush=True)
                 continue
             lr = found[method]["lr"]
-            print(f"== {method}: best learning rate on seed(s) {sweep_seeds}: {lr:g}; seeds {rest} there",
+            print(f"== {method}: best learning rate on seed(s) {plan.sweep_seeds}: {lr:g}; seeds {rest} there",
                   flush=True)
             for seed in rest:
-                run(method, lr, seed)
+                _run(args, plan, out, results, method, lr, seed)
         elif rest:
             print(f"# {method}: seeds {rest} at the best of these learning rates, once the sweep has run")
-    if args.dry_run:
-        return []
+    return results
 
-    best, lr_lines = summarize(results, args.methods, sweep_seeds)
-    header = (f"{data}: {backbone} at {size} px, {args.epochs} epochs, batch {args.batch_size}, SGD + cosine, "
-              f"augment {args.augment or 'train.py default'}, seeds {', '.join(map(str, args.seeds))}"
-              + (f" (every lr on seed(s) {', '.join(map(str, sweep_seeds))}, the others at the best lr)"
-                 if sweep_seeds != args.seeds else "") + ", "
-              f"{'random init' if sample else 'ImageNet init'}; method flags: "
-              + "; ".join(f"{m} = `{methods[m]}`" for m in args.methods))
-    lines = [header, "",
+
+def _run(args: argparse.Namespace, plan: Plan, out: Path, results: list[dict], method: str, lr: float,
+         seed: int) -> None:
+    """Train (or reuse) one run and add its row to ``results`` and results.csv (with --dry-run: print its
+    command)."""
+    from ws_dan.common.io import write_csv
+
+    run_dir = out / method / _lr_label(lr) / f"seed{seed}"
+    argv = ["--save-dir", str(run_dir), *plan.common, "--lr", f"{lr:g}", "--seed", str(seed),
+            *shlex.split(plan.methods[method]), *args.extra]
+    command = [sys.executable, str(TRAIN), *argv]
+    result = {"method": method, "lr": lr, "seed": seed, "status": "ok", "error": ""}
+    if args.dry_run:
+        print(shlex.join(command))
+        return
+    diverged = _diverged_before(run_dir, argv)
+    if diverged:
+        result.update(status="diverged", error=diverged)
+        print(f"== {method} lr {lr:g} seed {seed}: diverged before with these settings: {diverged}")
+    elif run_is_complete(run_dir, argv, args.epochs):
+        print(f"== {method} lr {lr:g} seed {seed}: done before, reusing {run_dir}", flush=True)
+    elif args.report_only:
+        print(f"== {method} lr {lr:g} seed {seed}: not run (--report-only)", flush=True)
+        return
+    else:
+        result.update(_train(run_dir, argv, command, f"{method} lr {lr:g} seed {seed}"))
+    if result["status"] == "ok":
+        result.update(_read_run(run_dir))
+        if plan.sample:
+            detail = attention_on_detail(run_dir / "last.pt", plan.data)
+            result.update({k: round(v, 3) for k, v in detail.items()})
+    results.append(result)
+    write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "curve"} for r in results],
+              fieldnames=sorted({k for r in results for k in r if k != "curve"}, key=_column_order))
+
+
+def _train(run_dir: Path, argv: list[str], command: list[str], what: str) -> dict:
+    """Run train.py in a subprocess (``what``: the run, for the log line); ``{}`` when it finished, else the status
+    ("diverged" or "failed") and its last error line. A divergence is deterministic: remembered in diverged.json,
+    so it is not run again."""
+    from ws_dan.common.io import write_json
+    from ws_dan.common.run_dir import existing_run_files
+
+    if existing_run_files(run_dir):  # unfinished, or other settings: train.py refuses a used
+        command.append("--overwrite")  # folder without it; the old run's files are replaced
+    print(f"== {what}: {shlex.join(command)}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "diverged.json").unlink(missing_ok=True)  # an earlier run's, with other settings
+    start = time.time()
+    with open(run_dir / "stderr.log", "w") as err:
+        code = subprocess.call(command, stderr=err)
+    outcome = {}
+    if code != 0:
+        lines = (run_dir / "stderr.log").read_text().strip().splitlines()
+        message = lines[-1] if lines else f"exit code {code}"
+        outcome = {"status": "diverged" if "diverged" in message else "failed", "error": message}
+        if outcome["status"] == "diverged":
+            write_json(run_dir / "diverged.json", {"argv": argv, "error": message})
+        print(f"   {outcome['status']}: {message}", flush=True)
+    print(f"   {time.time() - start:.0f} s", flush=True)
+    return outcome
+
+
+def _report(args: argparse.Namespace, plan: Plan, results: list[dict], out: Path) -> None:
+    """table.md (printed too) and curves.png; with --paired the photo-by-photo section, per_photo.csv and
+    hardest.png."""
+    from ws_dan.common.io import atomic_write
+    from ws_dan.evaluation.comparison import best_table, mean_curves, summarize
+    from ws_dan.evaluation.plots import plot_method_curves
+
+    best, lr_lines = summarize(results, args.methods, plan.sweep_seeds)
+    lines = [_header(args, plan), "",
              "Each method at its best learning rate, chosen by the mean final test top-1 over the sweep's seeds. "
              "There is no "
              "separate validation split, so this choice is optimistic, for every method alike.", "",
-             "| method | best lr | final test top-1 % (mean ± sd) | runs | best epoch's top-1 % (mean) "
-             "| minutes per run |" + (" crop box holds the badge |" if sample else ""),
-             "|---|---|---|---|---|---|" + ("---|" if sample else "")]
-    curves = {}
-    for method in args.methods:
-        b = best.get(method)
-        if not b or not b["runs"]:
-            lines.append(f"| {method} | - | no finished run | 0 | - | - |" + (" - |" if sample else ""))
-            continue
-        minutes = statistics.mean(r["minutes"] for r in b["runs"])
-        line = (f"| {method} | {b['lr']:g} | {b['mean']:.2f} ± {b['sd']:.2f} | {b['n']} | {b['best_mean']:.1f} | "
-                f"{minutes:.0f} |")
-        if sample:
-            line += f" {statistics.mean(r['crop_hits_badge'] for r in b['runs']):.0%} |"
-        lines.append(line)
-        length = min(len(r["curve"]) for r in b["runs"])
-        per_epoch = [[r["curve"][i] for r in b["runs"]] for i in range(length)]
-        curves[f"{method} (lr {b['lr']:g})"] = (list(range(1, length + 1)), [statistics.mean(v) for v in per_epoch],
-                                                [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch])
-    lines += ["", "Every learning rate (times are wall-clock on a shared machine: noisy):", "", *lr_lines]
+             *best_table(best, args.methods, badge_column=plan.sample),
+             "", "Every learning rate (times are wall-clock on a shared machine: noisy):", "", *lr_lines]
     if args.paired:
-        lines += paired_section(best, args.methods, out, data / "test", args.device, args.workers)
+        lines += paired_section(best, args.methods, out, plan.data / "test", args.device, args.workers)
     table = "\n".join(lines) + "\n"
-    from ws_dan.common.io import atomic_write
-
     with atomic_write(out / "table.md", "w", encoding="utf-8") as f:
         f.write(table)
+    curves = mean_curves(best, args.methods)
     if curves:
-        plot_method_curves(curves, out / "curves.png",
-                           title=f"{backbone} {size} px, {args.epochs} epochs: mean over seeds, each at its best lr")
+        plot_method_curves(curves, out / "curves.png", title=f"{plan.backbone} {plan.size} px, {args.epochs} epochs: "
+                                                             "mean over seeds, each at its best lr")
     print("\n" + table)
-    return results
+
+
+def _header(args: argparse.Namespace, plan: Plan) -> str:
+    """table.md's first line: the data, the budget every run had, and each method's flags."""
+    return (f"{plan.data}: {plan.backbone} at {plan.size} px, {args.epochs} epochs, batch {args.batch_size}, "
+            f"SGD + cosine, augment {args.augment or 'train.py default'}, seeds {', '.join(map(str, args.seeds))}"
+            + (f" (every lr on seed(s) {', '.join(map(str, plan.sweep_seeds))}, the others at the best lr)"
+               if plan.sweep_seeds != args.seeds else "") + ", "
+            f"{'random init' if plan.sample else 'ImageNet init'}; method flags: "
+            + "; ".join(f"{m} = `{plan.methods[m]}`" for m in args.methods))
 
 
 def _column_order(key: str) -> int:

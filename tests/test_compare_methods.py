@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from conftest import run_script, script
 
+from ws_dan.evaluation.comparison import mcnemar_exact, paired_report, summarize
 from ws_dan.models.checkpoint import load_checkpoint
 
 
@@ -104,12 +105,11 @@ def test_tiny_sweep_picks_best_lr_counts_divergence_and_resumes(tiny_data, tmp_p
 
 
 def test_the_best_lr_is_chosen_on_the_sweep_seeds_only():
-    mod = script("compare_methods")
     results = [{"method": "m", "lr": 0.1, "seed": 0, "status": "ok", "test_top1": 90.0, "best_test_top1": 90.0},
                {"method": "m", "lr": 0.1, "seed": 1, "status": "ok", "test_top1": 80.0, "best_test_top1": 80.0},
                {"method": "m", "lr": 0.3, "seed": 0, "status": "ok", "test_top1": 86.0, "best_test_top1": 86.0}]
-    assert mod.summarize(results, ["m"])[0]["m"]["lr"] == 0.3  # all seeds: 86 > mean(90, 80)
-    best = mod.summarize(results, ["m"], select_seeds=[0])[0]["m"]  # the sweep's seed: 90 > 86
+    assert summarize(results, ["m"])[0]["m"]["lr"] == 0.3  # all seeds: 86 > mean(90, 80)
+    best = summarize(results, ["m"], select_seeds=[0])[0]["m"]  # the sweep's seed: 90 > 86
     assert (best["lr"], best["mean"], best["n"]) == (0.1, 85.0, 2)  # reported over every seed it ran
 
 
@@ -123,7 +123,7 @@ def test_paired_report_counts_photos_and_tests_them_exactly(tmp_path):
 
     photos = {("baseline", 0): run({"a", "b", "d"}), ("baseline", 1): run({"a", "d"}),
               ("wsdan", 0): run({"d"}), ("wsdan", 1): run({"c", "d"})}
-    rows, lines = mod.paired_report(photos, ["baseline", "wsdan"])
+    rows, lines = paired_report(photos, ["baseline", "wsdan"])
     assert [r["image"] for r in rows] == ["d", "a", "b", "c"]  # most runs wrong first
     assert rows[0] == {"image": "d", "label": "y", "baseline_wrong": "2/2", "baseline_predicted": "z",
                        "wsdan_wrong": "2/2", "wsdan_predicted": "z"}
@@ -146,9 +146,19 @@ def test_paired_report_counts_photos_and_tests_them_exactly(tmp_path):
     assert mod.hardest_sheet(rows[3:], tmp_path, tmp_path / "none.png") is not None  # c: wrong once
     assert mod.hardest_sheet([{**rows[3], "baseline_wrong": "0/2", "wsdan_wrong": "0/2"}], tmp_path,
                              tmp_path / "none.png") is None
-    assert mod.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
-    assert mod.mcnemar_exact(0, 0) == 1.0
-    assert mod.mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2 ** 12)
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * sum(math.comb(12, k) for k in range(3)) / 2 ** 12)
+
+
+def test_mcnemar_exact_is_the_two_sided_binomial_test_at_one_half():
+    from scipy.stats import binomtest
+
+    for a in range(0, 31):
+        for b in range(0, 31):
+            expected = 1.0 if a + b == 0 else binomtest(a, a + b, 0.5).pvalue
+            assert mcnemar_exact(a, b) == pytest.approx(expected, rel=1e-9), (a, b)
+    assert mcnemar_exact(900, 1100) == pytest.approx(binomtest(900, 2000, 0.5).pvalue, rel=1e-6)  # large counts
 
 
 def test_bad_input_gets_one_line(tmp_path, capsys):
