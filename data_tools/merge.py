@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -66,19 +67,60 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     """
     dedupe.check_threshold(threshold)
     new_dir, train_dir, out = Path(new_dir), Path(train_dir), Path(output_dir)
+    classes = _check_inputs(new_dir, train_dir, also_check)  # folders exist and do not overlap; the split's classes
+    new = _scan_new(new_dir, train_dir, classes, allow_new_classes)  # the candidates; files outside a class rejected
+    settings = {"new_dir": str(new_dir.resolve()), "train_dir": str(train_dir.resolve()), "in_place": in_place,
+                "also_check": [str(Path(a).resolve()) for a in also_check], "threshold": threshold,
+                "exact_only": exact_only, "allow_new_classes": allow_new_classes}
+    dest_root = train_dir if in_place else out / "train"
+    journal, resuming = _open_output(out, [new_dir, train_dir, *also_check], dest_root, in_place, overwrite,
+                                     settings)  # the first write
+    already_added = {str(Path(r["dest"]).resolve()) for r in journal.previous.values()}
+    h = _hash(new.candidates, [train_dir, *also_check], already_added, workers, progress, strict)
+    new.rejected += [{"source": str(img.path), "class": img.label, "reason": f"unreadable: {h.bad[img.path]}"}
+                     for img in new.candidates if img.path in h.bad]
+    verdict = _duplicates_of_reference(h, threshold, exact_only, workers)
+    verdict.update(_duplicates_among_new(h, set(verdict), threshold, exact_only, workers))
+    new.rejected += [{"source": str(h.new_ok[q].path), "class": h.new_ok[q].label, "reason": reason,
+                      "duplicate_of": other, "distance": d, "kind": kind}
+                     for q, (reason, other, d, kind) in sorted(verdict.items())]
+    accepted = [h.new_ok[q] for q in range(len(h.new_ok)) if q not in verdict]
+    # The merged split in output_dir/train (default) or the additions into train_dir (in place).
+    train_images = [img for img in scan_dataset(train_dir, splits=False)[0]
+                    if str(img.path.resolve()) not in already_added]
+    copied_existing = 0 if in_place else _copy_train(train_images, dest_root, link, resuming, progress)
+    taken = {str(img.rel).lower() for img in train_images}
+    added = _add(accepted, journal, dest_root, taken, link and not in_place, progress)
+    return _report(out, new_dir, train_dir, dest_root, new, h, added, copied_existing, in_place, allow_new_classes,
+                   threshold, exact_only)
+
+
+def _check_inputs(new_dir: Path, train_dir: Path, also_check: Sequence) -> list[str]:
     for folder, what in [(new_dir, "new images in class folders"), (train_dir, "the training split's class folders"),
                          *[(Path(a), "images to check against") for a in also_check]]:
         if not folder.is_dir():
             raise InputError(f"{folder}: expected a folder of {what}, found "
-                                f"{'nothing (the path does not exist)' if not folder.exists() else 'a file'}")
+                             f"{'nothing (the path does not exist)' if not folder.exists() else 'a file'}")
     try:
         check_not_nested(new_dir, [train_dir])
     except InputError:
         raise InputError(f"{new_dir}: the new images' folder and the training folder {train_dir} overlap; "
-                            f"keep the new images in a separate folder") from None
+                         f"keep the new images in a separate folder") from None
     classes = class_folders(train_dir)
     if not classes:
         raise InputError(f"{train_dir}: has no class sub-folders (expected {train_dir}/<class>/<images>)")
+    return classes
+
+
+@dataclass
+class _NewImages:
+    count: int  # every file found, images or not
+    candidates: list[DatasetImage]  # images inside a class folder
+    unknown: list[str]  # their classes the training split lacks
+    rejected: list[dict]  # rows of merge_rejected.csv, in the order found
+
+
+def _scan_new(new_dir: Path, train_dir: Path, classes: list[str], allow_new_classes: bool) -> _NewImages:
     new_images, new_skipped = scan_dataset(new_dir, splits=False)
     if not new_images:
         raise InputError(f"{new_dir}: no new images found (expected {new_dir}/<class>/<images>)")
@@ -88,100 +130,124 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
         raise InputError(
             f"{new_dir}: {len(unknown)} class folder(s) not in {train_dir}: {', '.join(unknown[:8])}"
             f"{' ...' if len(unknown) > 8 else ''}; check the spelling, or pass --allow-new-classes to add them")
-    candidates = []
-    for img in new_images:
-        if not img.label:
-            rejected.append({"source": str(img.path), "class": "", "reason": "not inside a class folder"})
-        else:
-            candidates.append(img)
+    rejected += [{"source": str(img.path), "class": "", "reason": "not inside a class folder"}
+                 for img in new_images if not img.label]
+    return _NewImages(len(new_images) + len(new_skipped), [img for img in new_images if img.label], unknown,
+                      rejected)
 
-    inputs = [new_dir, train_dir, *also_check]
-    settings = {"new_dir": str(new_dir.resolve()), "train_dir": str(train_dir.resolve()), "in_place": in_place,
-                "also_check": [str(Path(a).resolve()) for a in also_check], "threshold": threshold,
-                "exact_only": exact_only, "allow_new_classes": allow_new_classes}
+
+def _open_output(out: Path, inputs: list, dest_root: Path, in_place: bool, overwrite: bool,
+                 settings: dict) -> tuple[AdditionJournal, bool]:
+    """The output folder (an earlier in-place merge's undo list is never replaced) and the addition journal;
+    whether an interrupted run with the same settings is being resumed."""
     if in_place and (out / "merge_added.csv").is_file() and not marker_matches(out, "merge_data", settings):
         raise InputError(f"{out}: holds merge_added.csv, the undo list of an earlier in-place merge; "
-                            f"choose another output folder so that it is kept")
+                         f"choose another output folder so that it is kept")
     resuming = prepare_output_dir(out, inputs, overwrite=overwrite, tool="merge_data", settings=settings)
-    journal = AdditionJournal(out / JOURNAL_NAME, out / "merge_added.csv", train_dir if in_place else out / "train",
-                              tool="merge_data", resume=resuming)
-    previous = journal.previous
-    already_added = {str(Path(r["dest"]).resolve()) for r in previous.values()}
+    journal = AdditionJournal(out / JOURNAL_NAME, out / "merge_added.csv", dest_root, tool="merge_data",
+                              resume=resuming)
+    return journal, resuming
 
-    # Reference: what the training split (and the also_check folders) already hold; files an interrupted
-    # in-place run of this merge added are not part of it (they would reject their own sources).
+
+@dataclass
+class _Hashed:
+    hashed: dedupe.HashedImages  # the reference images, then the new ones
+    ref_idx: np.ndarray  # positions of the reference images in ``hashed``
+    new_ok: list[DatasetImage]  # the readable new images
+    new_idx: np.ndarray  # and their positions
+    bad: dict  # path -> why it could not be read
+    ref_skipped: int  # files of the reference folders that are not images
+    seconds: float
+
+
+def _hash(candidates: list[DatasetImage], reference_roots: list, already_added: set[str], workers: Optional[int],
+          progress: Progress, strict: bool) -> _Hashed:
+    """Hash what the training split (and the also_check folders) already hold, and the new images. Files an
+    interrupted in-place run of this merge added are not reference: they would reject their own sources."""
     reference: list[DatasetImage] = []
     ref_skipped = []
-    for root in [train_dir, *also_check]:
+    for root in reference_roots:
         found, skip = scan_dataset(root, splits=False)
         reference += [img for img in found if str(img.path.resolve()) not in already_added]
         ref_skipped += skip
     start = time.perf_counter()
     hashed = dedupe.hash_images([img.path for img in reference] + [img.path for img in candidates],
                                 workers=workers, progress=progress, strict=strict)
-    hash_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     pos = {p: k for k, p in enumerate(hashed.paths)}
-    bad = {s.path: s.reason for s in hashed.skipped}
-    ref_idx = np.array([pos[i.path] for i in reference if i.path in pos], dtype=np.int64)
     new_ok = [img for img in candidates if img.path in pos]
-    for img in candidates:
-        if img.path in bad:
-            rejected.append({"source": str(img.path), "class": img.label, "reason": f"unreadable: {bad[img.path]}"})
-    new_idx = np.array([pos[i.path] for i in new_ok], dtype=np.int64)
+    return _Hashed(hashed, np.array([pos[i.path] for i in reference if i.path in pos], dtype=np.int64), new_ok,
+                   np.array([pos[i.path] for i in new_ok], dtype=np.int64), {s.path: s.reason for s in hashed.skipped},
+                   len(ref_skipped), seconds)
 
-    # 1. New images that duplicate a reference image.
-    verdict: dict[int, tuple[str, str, int, str]] = {}  # new position -> (reason, duplicate_of, distance, kind)
-    if len(new_idx) and len(ref_idx):
-        if exact_only:
-            ref_digest = {}
-            for r in ref_idx:
-                ref_digest.setdefault(hashed.digests[r], r)
-            pairs = [(q, ref_digest[hashed.digests[n]], 0) for q, n in enumerate(new_idx)
-                     if hashed.digests[n] in ref_digest]
-        else:
-            qi, rj, dd = dedupe.find_pairs(hashed.hashes[new_idx], threshold, other=hashed.hashes[ref_idx],
-                                           workers=workers)
-            pairs = list(zip(qi.tolist(), rj.tolist(), dd.tolist()))
-        for q, r, d in sorted(pairs, key=lambda t: (t[0], t[2], t[1])):
-            if q in verdict:
-                continue  # the closest reference image is reported
-            n, ref = new_idx[q], (ref_idx[r] if not exact_only else r)
-            kind = "exact" if hashed.digests[n] == hashed.digests[ref] else "near"
-            verdict[q] = ("duplicate of an existing image", str(hashed.paths[ref]), int(d), kind)
 
-    # 2. Duplicates among the remaining new images: keep the largest of each group.
-    remaining = [q for q in range(len(new_idx)) if q not in verdict]
-    if len(remaining) > 1:
-        sub = new_idx[remaining]
-        if exact_only:
-            ii, jj = dedupe._exact_pairs([hashed.digests[k] for k in sub])
-        else:
-            ii, jj, _ = dedupe.find_pairs(hashed.hashes[sub], threshold, workers=workers)
-        for members in dedupe.connected_groups(len(sub), ii, jj):
-            members = sorted(members, key=lambda m: (-int(np.prod(hashed.sizes[sub[m]])), m))
-            keeper = sub[members[0]]
-            for m in members[1:]:
-                k = sub[m]
-                kind = "exact" if hashed.digests[k] == hashed.digests[keeper] else "near"
-                verdict[remaining[m]] = ("duplicate of another new image", str(hashed.paths[keeper]),
-                                         dedupe.distance(hashed.hashes[k], hashed.hashes[keeper]), kind)
-    for q, (reason, other, d, kind) in sorted(verdict.items()):
-        rejected.append({"source": str(new_ok[q].path), "class": new_ok[q].label, "reason": reason,
-                         "duplicate_of": other, "distance": d, "kind": kind})
-    accepted = [new_ok[q] for q in range(len(new_ok)) if q not in verdict]
+def _duplicates_of_reference(h: _Hashed, threshold: int, exact_only: bool, workers: Optional[int]
+                             ) -> dict[int, tuple[str, str, int, str]]:
+    """New images that duplicate a reference image: new position -> (reason, duplicate_of, distance, kind), the
+    closest reference image reported."""
+    hashed, new_idx, ref_idx = h.hashed, h.new_idx, h.ref_idx
+    verdict: dict[int, tuple[str, str, int, str]] = {}
+    if not len(new_idx) or not len(ref_idx):
+        return verdict
+    if exact_only:
+        ref_digest = {}
+        for r in ref_idx:
+            ref_digest.setdefault(hashed.digests[r], r)
+        pairs = [(q, ref_digest[hashed.digests[n]], 0) for q, n in enumerate(new_idx)
+                 if hashed.digests[n] in ref_digest]
+    else:
+        qi, rj, dd = dedupe.find_pairs(hashed.hashes[new_idx], threshold, other=hashed.hashes[ref_idx],
+                                       workers=workers)
+        pairs = list(zip(qi.tolist(), rj.tolist(), dd.tolist()))
+    for q, r, d in sorted(pairs, key=lambda t: (t[0], t[2], t[1])):
+        if q in verdict:
+            continue  # the closest reference image is reported
+        n, ref = new_idx[q], (ref_idx[r] if not exact_only else r)
+        kind = "exact" if hashed.digests[n] == hashed.digests[ref] else "near"
+        verdict[q] = ("duplicate of an existing image", str(hashed.paths[ref]), int(d), kind)
+    return verdict
 
-    # 3. Write: the merged split in output_dir/train (default) or the additions into train_dir (in place).
-    dest_root = train_dir if in_place else out / "train"
-    train_images = [img for img in scan_dataset(train_dir, splits=False)[0]
-                    if str(img.path.resolve()) not in already_added]
-    taken = {str(img.rel).lower() for img in train_images}
-    copied_existing = 0
-    if not in_place:
-        for img in track(train_images, total=len(train_images), desc="copying train", progress=progress):
-            dst = output_path(dest_root, img.rel)
-            if not (resuming and dst.is_file() and dst.stat().st_size == img.path.stat().st_size):
-                copy_file(img.path, dst, link=link)
-            copied_existing += 1
+
+def _duplicates_among_new(h: _Hashed, rejected: set[int], threshold: int, exact_only: bool,
+                          workers: Optional[int]) -> dict[int, tuple[str, str, int, str]]:
+    """Duplicates among the new images not ``rejected`` already: the largest of each group is kept, the others
+    reported against it (same shape as :func:`_duplicates_of_reference`)."""
+    hashed = h.hashed
+    remaining = [q for q in range(len(h.new_idx)) if q not in rejected]
+    verdict: dict[int, tuple[str, str, int, str]] = {}
+    if len(remaining) <= 1:
+        return verdict
+    sub = h.new_idx[remaining]
+    if exact_only:
+        ii, jj = dedupe._exact_pairs([hashed.digests[k] for k in sub])
+    else:
+        ii, jj, _ = dedupe.find_pairs(hashed.hashes[sub], threshold, workers=workers)
+    for members in dedupe.connected_groups(len(sub), ii, jj):
+        members = sorted(members, key=lambda m: (-int(np.prod(hashed.sizes[sub[m]])), m))
+        keeper = sub[members[0]]
+        for m in members[1:]:
+            k = sub[m]
+            kind = "exact" if hashed.digests[k] == hashed.digests[keeper] else "near"
+            verdict[remaining[m]] = ("duplicate of another new image", str(hashed.paths[keeper]),
+                                     dedupe.distance(hashed.hashes[k], hashed.hashes[keeper]), kind)
+    return verdict
+
+
+def _copy_train(train_images: list[DatasetImage], dest_root: Path, link: bool, resuming: bool,
+                progress: Progress) -> int:
+    """The existing training images into the merged split (a resumed run skips those already there)."""
+    for img in track(train_images, total=len(train_images), desc="copying train", progress=progress):
+        dst = output_path(dest_root, img.rel)
+        if not (resuming and dst.is_file() and dst.stat().st_size == img.path.stat().st_size):
+            copy_file(img.path, dst, link=link)
+    return len(train_images)
+
+
+def _add(accepted: list[DatasetImage], journal: AdditionJournal, dest_root: Path, taken: set, link: bool,
+         progress: Progress) -> list[dict]:
+    """Copy the accepted images into ``dest_root`` under names not ``taken`` (a taken one gets ``__new``), never
+    replacing a file; each journalled as soon as it is in place. Returns the rows of merge_added.csv."""
+    previous = journal.previous
     added = []
     with journal:
         for img in track(accepted, total=len(accepted), desc="adding", progress=progress):
@@ -194,7 +260,7 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
             while (dest_root / dst_rel).exists():  # never replace a file, whatever its name
                 dst_rel = unique_path(dst_rel, taken, tag="new")
             dst = output_path(dest_root, dst_rel)  # a symlinked class folder is refused, not written through
-            copy_file(img.path, dst, link=link and not in_place)
+            copy_file(img.path, dst, link=link)
             row = {"source": str(img.path), "dest": str(dst.resolve()), "class": img.label,
                    "sha256": sha256_file(dst)}
             # The journal line is written as soon as the file is in place, so an interrupted in-place merge
@@ -202,20 +268,27 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
             journal.add(row)
             added.append(row)
         journal.finish(added)
-    write_csv(out / "merge_rejected.csv", rejected, REJECTED_FIELDS)
+    return added
+
+
+def _report(out: Path, new_dir: Path, train_dir: Path, dest_root: Path, new: _NewImages, h: _Hashed,
+            added: list[dict], copied_existing: int, in_place: bool, allow_new_classes: bool, threshold: int,
+            exact_only: bool) -> dict:
+    """merge_rejected.csv, ATTRIBUTION.csv (licences of downloaded images), merge_report.json; the summary."""
+    from data_tools.attribution import find_manifests, write_attribution
+
+    write_csv(out / "merge_rejected.csv", new.rejected, REJECTED_FIELDS)
     reasons: dict[str, int] = {}
-    for r in rejected:
+    for r in new.rejected:
         key = r["reason"].split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
     summary = {"new_dir": str(new_dir), "train_dir": str(train_dir), "output_dir": str(out),
-               "merged_dir": str(dest_root), "in_place": in_place, "new_images": len(new_images) + len(new_skipped),
-               "added": len(added), "rejected": len(rejected), "rejected_by_reason": reasons,
-               "new_classes": unknown if allow_new_classes else [], "existing_images": copied_existing or None,
-               "threshold": threshold, "exact_only": exact_only, "hash_seconds": round(hash_seconds, 2),
-               "reference_unreadable": len(hashed.skipped) - sum(img.path in bad for img in candidates)
-               + len(ref_skipped)}
-    from data_tools.attribution import find_manifests, write_attribution  # licences of downloaded images
-
+               "merged_dir": str(dest_root), "in_place": in_place, "new_images": new.count,
+               "added": len(added), "rejected": len(new.rejected), "rejected_by_reason": reasons,
+               "new_classes": new.unknown if allow_new_classes else [], "existing_images": copied_existing or None,
+               "threshold": threshold, "exact_only": exact_only, "hash_seconds": round(h.seconds, 2),
+               "reference_unreadable": len(h.hashed.skipped) - sum(img.path in h.bad for img in new.candidates)
+               + h.ref_skipped}
     summary["attribution"] = write_attribution(added, new_dir, dest_root) if find_manifests(new_dir) else None
     write_json(out / "merge_report.json", summary)
     finish_output_dir(out)
