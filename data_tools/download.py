@@ -335,36 +335,64 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
     (then the URLs done before are skipped); any other non-empty folder needs ``overwrite`` (no file is ever
     replaced). Writes ``download_manifest.csv`` and ``download_report.json``; returns the summary.
     """
-    from data_tools import dedupe
-    from ws_dan.common.io import write_csv, write_json
+    from ws_dan.common.io import write_json
 
     s = settings or DownloadSettings()
+    threshold = _check_settings(s)
+    fetcher = Fetcher(timeout=s.timeout, total_timeout=s.total_timeout, max_bytes=s.max_bytes,
+                      max_redirects=s.max_redirects, max_per_host=s.max_per_host, user_agent=s.user_agent,
+                      use_env_proxy=s.use_env_proxy)
+    _check_reference(reference)
+    items = read_url_list(urls, default_class=default_class)  # before touching the output: bad input fails first
+    out = Path(output_dir)
+    earlier = any((out / n).is_file() for n in (MANIFEST_NAME, JOURNAL_NAME, REPORT_NAME))
+    prepare_output_dir(out, list(reference), overwrite=overwrite or earlier, tool="download_images")
+    _remove_our_temp_files(out)
+    previous = _previous_rows(out)  # what earlier runs did
+    rows, todo, carried = _plan(items, previous, out, s)  # per URL: carried over, not attempted, or to do
+    state, hash_seconds = _known_images(out, reference, s, threshold, hash_workers, progress)
+    seconds, new_bytes = _fetch_all(_Downloader(out, s, state, fetcher), todo, rows, out / JOURNAL_NAME, s.workers,
+                                    progress)
+    this_run = _write_manifest(out, previous, rows)
+    summary = _summary(items, rows, this_run, carried, state, reference, s, threshold, new_bytes, seconds,
+                       hash_seconds, out)
+    write_json(out / REPORT_NAME, summary)
+    finish_output_dir(out)
+    return summary
+
+
+def _check_settings(s: DownloadSettings) -> int:
+    """Refuse settings out of range; the duplicate threshold to use."""
+    from data_tools import dedupe
+
     if s.workers < 1 or s.retries < 0 or s.min_side < 0 or not 1 <= s.quality <= 100:
         raise InputError("workers must be >= 1, retries >= 0, min_side >= 0, quality 1-100")
     if s.max_per_class is not None and s.max_per_class < 1:
         raise InputError(f"--max-per-class {s.max_per_class}: expected a positive number")
     threshold = dedupe.DEFAULT_THRESHOLD if s.threshold is None else s.threshold
     dedupe.check_threshold(threshold)
-    fetcher = Fetcher(timeout=s.timeout, total_timeout=s.total_timeout, max_bytes=s.max_bytes,
-                      max_redirects=s.max_redirects, max_per_host=s.max_per_host, user_agent=s.user_agent,
-                      use_env_proxy=s.use_env_proxy)
+    return threshold
+
+
+def _check_reference(reference: Sequence) -> None:
     for ref in reference:
         if not Path(ref).is_dir():
             raise InputError(f"{ref}: expected a reference folder of images (e.g. the training split), found "
-                                f"{'nothing (the path does not exist)' if not Path(ref).exists() else 'a file'}")
-    items = read_url_list(urls, default_class=default_class)  # before touching the output: bad input fails first
+                             f"{'nothing (the path does not exist)' if not Path(ref).exists() else 'a file'}")
 
-    out = Path(output_dir)
-    earlier = any((out / n).is_file() for n in (MANIFEST_NAME, JOURNAL_NAME, REPORT_NAME))
-    prepare_output_dir(out, list(reference), overwrite=overwrite or earlier, tool="download_images")
-    _remove_our_temp_files(out)
 
-    # What earlier runs did: the manifest, then the journal of an interrupted run (newer).
+def _previous_rows(out: Path) -> dict[tuple[str, str], dict]:
+    """(url, class) -> its row from earlier runs: the manifest, then the journal of an interrupted run (newer)."""
     previous: dict[tuple[str, str], dict] = {}
     for row in _read_rows(out / MANIFEST_NAME) + _read_rows(out / JOURNAL_NAME):
         previous[_key(row["url"], row["class"])] = row
+    return previous
 
-    # Decide per item: carried over from an earlier run, not attempted, or to do.
+
+def _plan(items: Sequence[UrlItem], previous: dict, out: Path, s: DownloadSettings
+          ) -> tuple[dict[tuple[str, str], dict], list[UrlItem], int]:
+    """Decide per item: carried over from an earlier run, not attempted (a URL listed for two classes), or to do.
+    Returns the rows in input order (``{}`` for those to do), the items to do, and how many were carried over."""
     rows: dict[tuple[str, str], dict] = {}
     first_class_of_url: dict[str, str] = {}
     todo: list[UrlItem] = []
@@ -386,8 +414,16 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
                 continue
         rows[key] = {}  # placeholder: keeps the input order
         todo.append(it)
+    return rows, todo, carried
 
-    # Images the download must not repeat, and how many each class already has.
+
+def _known_images(out: Path, reference: Sequence, s: DownloadSettings, threshold: int,
+                  hash_workers: Optional[int], progress: Progress) -> tuple[_State, float]:
+    """The workers' shared state: how many images each class already has and (unless ``s.dedupe`` is off) the
+    hashes of the images a download must not repeat, those in ``out`` and in the reference folders; also the
+    hashing time."""
+    from data_tools import dedupe
+
     state = _State()
     existing, _ = scan_dataset(out, splits=False)
     for img in existing:
@@ -411,12 +447,17 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
                 state.index.add(h, d, shown)
         LOG.info("duplicate check against %d images (%d in %s, %d in the reference folders)", len(state.index),
                  len(existing), out, len(ref_images))
+    return state, hash_seconds
 
-    downloader = _Downloader(out, s, state, fetcher)
-    journal_path = out / JOURNAL_NAME
+
+def _fetch_all(downloader: _Downloader, todo: list[UrlItem], rows: dict, journal_path: Path, workers: int,
+               progress: Progress) -> tuple[float, int]:
+    """Download ``todo`` on ``workers`` threads (classes interleaved), each finished row into ``rows`` and, at once,
+    into the journal; on an error or Ctrl-C the workers finish their current request and start none. Returns the
+    seconds taken and the bytes of the new images."""
     if journal_path.is_symlink():  # appending would follow it to wherever it points
         raise InputError(f"{journal_path}: is a symbolic link; remove it (the journal is the downloader's own "
-                            f"file and is never written through a link)")
+                         f"file and is never written through a link)")
     start = time.perf_counter()
     new_bytes = 0
     order = _interleave(todo)
@@ -424,7 +465,7 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
         journal = csv.DictWriter(jf, fieldnames=MANIFEST_FIELDS)
         if jf.tell() == 0:
             journal.writeheader()
-        ex = ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="download")
+        ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         try:
             futures = {ex.submit(downloader.process, it): it for it in order}
             for fut in track(as_completed(futures), total=len(futures), desc="downloading", progress=progress):
@@ -439,27 +480,37 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
                 journal.writerow(row)
                 jf.flush()
         except BaseException:
-            state.stop.set()  # workers finish their current request and start no new one
+            downloader.state.stop.set()  # workers finish their current request and start no new one
             ex.shutdown(wait=True, cancel_futures=True)
             raise
         ex.shutdown(wait=True)
-    seconds = time.perf_counter() - start
+    return time.perf_counter() - start, new_bytes
 
-    # The manifest: earlier rows for URLs no longer listed first, then this input's rows in input order.
+
+def _write_manifest(out: Path, previous: dict, rows: dict) -> list[dict]:
+    """The manifest: earlier rows for URLs no longer listed first, then this input's rows in input order; the
+    journal is then removed. Returns the rows this run made."""
+    from ws_dan.common.io import write_csv
+
     listed = set(rows)
     final_rows = [r for k, r in previous.items() if k not in listed]
     final_rows += [r for r in rows.values() if r]
     write_csv(out / MANIFEST_NAME, [{k: r.get(k, "") for k in MANIFEST_FIELDS} for r in final_rows], MANIFEST_FIELDS)
-    journal_path.unlink(missing_ok=True)
+    (out / JOURNAL_NAME).unlink(missing_ok=True)
+    return [r for k, r in rows.items() if r and r is not previous.get(k)]
 
-    this_run = [r for k, r in rows.items() if r and r is not previous.get(k)]
+
+def _summary(items: Sequence[UrlItem], rows: dict, this_run: list[dict], carried: int, state: _State,
+             reference: Sequence, s: DownloadSettings, threshold: int, new_bytes: int, seconds: float,
+             hash_seconds: float, out: Path) -> dict:
+    """download_report.json: counts per status, class and failure reason, speed, and where everything went."""
     status_counts = Counter(r["status"] for r in rows.values() if r)
     per_class: dict[str, Counter] = {}
     for r in rows.values():
         if r:
             per_class.setdefault(r["class"], Counter())[r["status"]] += 1
     reasons = Counter(_reason_kind(r["reason"]) for r in this_run if r["status"] in ("failed", "error"))
-    summary = {
+    return {
         "urls": len(items), "unique_urls": len(rows), "carried_over": carried, "attempted": len(this_run),
         **{s_: status_counts.get(s_, 0) for s_ in STATUSES},
         "new_images": sum(1 for r in this_run if r["status"] == "ok"),
@@ -474,9 +525,6 @@ def download_images(urls, output_dir, reference: Sequence = (), settings: Option
         "reference": [str(r) for r in reference], "hash_seconds": round(hash_seconds, 2),
         "output_dir": str(out), "manifest": str(out / MANIFEST_NAME),
     }
-    write_json(out / REPORT_NAME, summary)
-    finish_output_dir(out)
-    return summary
 
 
 def _reason_kind(reason: str) -> str:
