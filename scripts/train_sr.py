@@ -70,37 +70,44 @@ def main(args: argparse.Namespace) -> dict:
     """Train; returns the last epoch's metrics row (also in metrics.csv) plus the best validation PSNR."""
     import time
 
-    import torch
-
-    from super_resolution.dbpn import DBPN
-    from super_resolution.training import (
-        SRPatchDataset,
-        hold_out,
-        metrics_row,
-        prepare_validation,
-        scan_hr_images,
-        train_one_epoch,
-        validate,
-    )
-    from super_resolution.weights import SRWeightsError, load_dbpn_weights, sr_config
-    from ws_dan.common.images import UnreadableImageError
+    from super_resolution.training import prepare_validation
+    from super_resolution.weights import sr_config
     from ws_dan.common.io import write_json
-    from ws_dan.common.run_dir import RunDirError, check_run_dir, prepare_run_dir
-    from ws_dan.common.runtime import fail, resolve_device, seed_everything, setup_logging
-    from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
-    from ws_dan.training.trainer import (
-        CheckpointSaver,
-        EpochEnd,
-        Trainer,
-        TrainerConfig,
-        TrainingError,
-        TrainingInterrupted,
-    )
+    from ws_dan.common.run_dir import prepare_run_dir
+    from ws_dan.common.runtime import seed_everything, setup_logging
 
     log = setup_logging(None, args.verbose)  # console only until the save folder is known to be usable
     seed_everything(args.seed)
+    save_dir, device, resume = _check_inputs(args)  # folders, device, checkpoint: read, nothing written
+    train_images, val_images = _images(args, log)  # big enough for one HR patch; validation held out
+    model = _model(args, resume)  # the checkpoint's variant and scale when resuming (the flags must agree)
+    # The save folder: created (previous run removed with --overwrite, stale temporary files cleared), logged to.
+    prepare_run_dir(save_dir, resume=bool(args.ckpt), overwrite=args.overwrite)
+    log = setup_logging(save_dir / "train.log", args.verbose)
+    val_items = prepare_validation(val_images, args.scale, args.val_crop)
+    model.to(device)
+    trainer, saver, patches, t_start = _trainer(args, model, train_images, val_items, device, save_dir, log)
+    if resume is not None:
+        trainer.resume(resume, args.ckpt)
+    write_json(save_dir / "args.json", {**vars(args), "config": sr_config(model)})
+    log.info("%s %dx%s, %d parameters | train %d images (%d patches of %d px per epoch), validation %d | %s",
+             model.spec.name, args.scale, " residual" if model.residual else "",
+             sum(p.numel() for p in model.parameters()), len(train_images), patches, args.patch_size,
+             len(val_items), device)
+    row = _fit(trainer)
+    log.info("done: best validation PSNR %.2f dB at epoch %d; checkpoints and metrics.csv in %s", saver.best,
+             saver.best_epoch, save_dir)
+    return {**row, "best_psnr": saver.best, "best_epoch": saver.best_epoch,
+            "train_seconds": round(time.time() - t_start, 1)}
 
-    # Inputs, checked before anything is written.
+
+def _check_inputs(args: argparse.Namespace):
+    """The image folders, the save folder, the device and the checkpoint to resume, checked before anything is
+    written; returns (save folder, device, the checkpoint or None)."""
+    from ws_dan.common.run_dir import RunDirError, check_run_dir
+    from ws_dan.common.runtime import fail, resolve_device
+    from ws_dan.models.checkpoint import CheckpointError, load_checkpoint
+
     for d in args.hr_dir + (args.val_dir or []):
         if not Path(d).is_dir():
             fail(f"{d}: expected a folder of high-resolution images; it is not a folder")
@@ -111,8 +118,15 @@ def main(args: argparse.Namespace) -> dict:
         resume = load_checkpoint(args.ckpt, kind="sr") if args.ckpt else None
     except (RunDirError, CheckpointError, RuntimeError) as e:
         fail(str(e))
+    return save_dir, device, resume
 
-    # Data: images smaller than one HR patch cannot give a training pair.
+
+def _images(args: argparse.Namespace, log) -> tuple[list, list]:
+    """The training and validation images; those smaller than one HR patch cannot give a training pair."""
+    from super_resolution.training import hold_out, scan_hr_images
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.runtime import fail
+
     hp = args.patch_size * args.scale
     try:
         train_images, rejected = scan_hr_images(args.hr_dir, hp, strict=args.strict)
@@ -131,26 +145,39 @@ def main(args: argparse.Namespace) -> dict:
              f"--patch-size {args.patch_size} x --scale {args.scale}); need at least 2 (one for validation)")
     if not val_images:
         fail("no validation images (give --val-dir or at least 2 images in --hr-dir)")
+    return train_images, val_images
 
-    # Model: the checkpoint's variant and scale when resuming (the flags must agree).
-    if resume is not None:
-        cfg = resume["config"]
-        if (cfg.get("variant"), int(cfg.get("scale", 0))) != (args.model, args.scale):
-            fail(f"{args.ckpt}: holds {cfg.get('variant')} at {cfg.get('scale')}x; this run asks for --model "
-                 f"{args.model} --scale {args.scale}")
-        model = DBPN(args.model, args.scale, residual=bool(cfg.get("residual", False)))
-        try:
-            load_dbpn_weights(model, resume["model"], args.ckpt)
-        except SRWeightsError as e:
-            fail(str(e))
-    else:
-        model = DBPN(args.model, args.scale, residual=True if args.residual else None)
 
-    # The save folder: created (previous run removed with --overwrite, stale temporary files cleared), logged to.
-    prepare_run_dir(save_dir, resume=bool(args.ckpt), overwrite=args.overwrite)
-    log = setup_logging(save_dir / "train.log", args.verbose)
-    val_items = prepare_validation(val_images, args.scale, args.val_crop)
-    model.to(device)
+def _model(args: argparse.Namespace, resume):
+    """The network: the checkpoint's when resuming (its variant and scale must be the flags'), else a new one."""
+    from super_resolution.dbpn import DBPN
+    from super_resolution.weights import SRWeightsError, load_dbpn_weights
+    from ws_dan.common.runtime import fail
+
+    if resume is None:
+        return DBPN(args.model, args.scale, residual=True if args.residual else None)
+    cfg = resume["config"]
+    if (cfg.get("variant"), int(cfg.get("scale", 0))) != (args.model, args.scale):
+        fail(f"{args.ckpt}: holds {cfg.get('variant')} at {cfg.get('scale')}x; this run asks for --model "
+             f"{args.model} --scale {args.scale}")
+    model = DBPN(args.model, args.scale, residual=bool(cfg.get("residual", False)))
+    try:
+        load_dbpn_weights(model, resume["model"], args.ckpt)
+    except SRWeightsError as e:
+        fail(str(e))
+    return model
+
+
+def _trainer(args: argparse.Namespace, model, train_images: list, val_items: list, device, save_dir: Path, log):
+    """The patch loader, Adam with the lr / 10 step, and the Trainer: L1 steps, PSNR/SSIM validation, best.pt on
+    the validation PSNR, --time-limit ending it early. Returns (trainer, saver, patches per epoch, start time)."""
+    import time
+
+    import torch
+
+    from super_resolution.training import SRPatchDataset, metrics_row, train_one_epoch, validate
+    from super_resolution.weights import sr_config
+    from ws_dan.training.trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig
 
     generator = torch.Generator().manual_seed(args.seed)
     dataset = SRPatchDataset(train_images, args.scale, args.patch_size, args.patches_per_image, augment=True)
@@ -161,8 +188,6 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
     decay = args.lr_decay_epoch if args.lr_decay_epoch is not None else max(args.epochs // 2, 1)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[decay], gamma=0.1)
-
-    # The loop: L1 steps, PSNR/SSIM validation, best.pt on the validation PSNR; --time-limit ends it early.
     deadline = time.time() + args.time_limit * 60 if args.time_limit > 0 else None
     t_start = time.time()
 
@@ -184,25 +209,23 @@ def main(args: argparse.Namespace) -> dict:
         evaluate=lambda epoch: validate(model, val_items, args.scale, device),
         saver=saver, make_row=metrics_row, extra_state=lambda: {"config": sr_config(model)}, generator=generator,
         callbacks=[log_epoch])
-    if resume is not None:
-        trainer.resume(resume, args.ckpt)
-    write_json(save_dir / "args.json", {**vars(args), "config": sr_config(model)})
-    log.info("%s %dx%s, %d parameters | train %d images (%d patches of %d px per epoch), validation %d | %s",
-             model.spec.name, args.scale, " residual" if model.residual else "",
-             sum(p.numel() for p in model.parameters()), len(train_images), len(dataset), args.patch_size,
-             len(val_items), device)
+    return trainer, saver, len(dataset), t_start
+
+
+def _fit(trainer) -> dict:
+    """Run the epochs; a failure as one error line, Ctrl-C as exit status 130 (last.pt saved)."""
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.runtime import fail
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
+
     try:
-        row = trainer.fit()
+        return trainer.fit()
     except UnreadableImageError as e:
         fail(f"{e}\n(an image became unreadable during training)")
     except TrainingError as e:
         fail(str(e))
     except TrainingInterrupted:
         raise SystemExit(130) from None
-    log.info("done: best validation PSNR %.2f dB at epoch %d; checkpoints and metrics.csv in %s", saver.best,
-             saver.best_epoch, save_dir)
-    return {**row, "best_psnr": saver.best, "best_epoch": saver.best_epoch,
-            "train_seconds": round(time.time() - t_start, 1)}
 
 
 if __name__ == "__main__":
