@@ -161,7 +161,6 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     holds an interrupted run with the same settings, which is then completed.
     """
     from data_tools import dedupe
-    from ws_dan.common.io import write_csv, write_json
 
     threshold = dedupe.DEFAULT_THRESHOLD if threshold is None else threshold
     dedupe.check_threshold(threshold)
@@ -176,16 +175,49 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
     for folder in empty:
         LOG.warning("%s: class folder with no images%s; it has no place in the split", folder,
                     " (a symlinked folder is not followed)" if folder.is_symlink() else "")
+    resuming = _open_output(out, sources, overwrite, settings, (train_name, test_name))
+    keep = _read_all(items, skipped, check and not group_duplicates, strict, workers, progress)
+    units = _Units.of(keep, skipped, group_duplicates, threshold, strict, workers, progress)
+    keep = units.keep  # without the images hashing found unreadable
+    labels = [img.label for img, _ in keep]
+    assignment, per_class = assign_splits(labels, units.units, test_ratio, seed, min_per_class)
+    order, dests, renamed = _destinations(keep, assignment, sources, train_name, test_name)
+    how = _copy_all(keep, order, dests, out, link, resuming, progress)
+    manifest = [{"source": str(keep[k][0].path), "split": dests[k].parts[0], "class": keep[k][0].label,
+                 "path": dests[k].as_posix(), "sha256": keep[k][1], "group": units.group_of.get(k, "")}
+                for k in order]
+    n_test = sum(a == "test" for a in assignment)
+    summary = {
+        "output_dir": str(out), "sources": [str(s) for s in sources], "seed": seed, "test_ratio": test_ratio,
+        "images": len(keep), "train": len(keep) - n_test, "test": n_test, "classes": len(per_class),
+        "classes_too_few": [r["class"] for r in per_class if r["note"].startswith("too few")],
+        "empty_class_folders": [str(p) for p in empty],
+        "renamed_on_collision": renamed, "skipped": len(skipped), "group_duplicates": group_duplicates,
+        "duplicate_groups": len([u for u in units.units if len(u) > 1]),
+        "label_conflict_groups": units.label_conflicts, "threshold": threshold if group_duplicates else None, **how,
+    }
+    _write_reports(out, manifest, per_class, skipped, summary)
+    return SplitResult(out, manifest, per_class, skipped, summary)
+
+
+def _open_output(out: Path, sources: Sequence, overwrite: bool, settings: dict, sides: Sequence[str]) -> bool:
+    """The output folder (with ``overwrite``, its train and test folders removed); whether an interrupted split
+    with the same settings is being completed."""
     resuming = prepare_output_dir(out, sources, overwrite=overwrite, tool="split_dataset", settings=settings)
     if resuming:
         LOG.info("%s: completing an interrupted split with the same settings", out)
     elif overwrite:
-        for name in (train_name, test_name):
+        for name in sides:
             remove_tree(out / name)
+    return resuming
 
-    # 1. Read every file once: SHA-256 for the manifest, a full decode to leave out unreadable images.
-    infos = list(parallel_map(partial(_inspect, check=check and not group_duplicates), [i.path for i in items],
-                              workers=workers, progress=progress, desc="reading"))
+
+def _read_all(items: list[DatasetImage], skipped: list, check: bool, strict: bool, workers: Optional[int],
+              progress: Progress) -> list[tuple[DatasetImage, str]]:
+    """Read every file once: SHA-256 for the manifest, a full decode (``check``) to leave out unreadable images
+    (added to ``skipped``). Returns (image, digest) for the others."""
+    infos = list(parallel_map(partial(_inspect, check=check), [i.path for i in items], workers=workers,
+                              progress=progress, desc="reading"))
     keep = []
     for img, (digest, reason) in zip(items, infos):
         if reason:
@@ -194,31 +226,49 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
             skipped.append(SkippedFile(img.path, reason))
         else:
             keep.append((img, digest))
+    return keep
 
-    # 2. Units that must stay together: single images, or duplicate groups.
-    group_of: dict[int, int] = {}
-    units: list[list[int]] = []
-    label_conflicts = 0
-    if group_duplicates and keep:
-        hashed = dedupe.hash_images([img.path for img, _ in keep], workers=workers, progress=progress,
-                                    strict=strict)
-        readable = set(hashed.paths)
-        skipped += hashed.skipped
-        keep = [(img, d) for img, d in keep if img.path in readable]
-        index = {p: k for k, p in enumerate(hashed.paths)}
-        order = [index[img.path] for img, _ in keep]  # keep's order -> hashed's order
-        ii, jj, _ = dedupe.find_pairs(hashed.hashes[order], threshold, workers=workers)
-        for gid, members in enumerate(dedupe.connected_groups(len(keep), ii, jj), 1):
-            units.append(members)
-            for m in members:
-                group_of[m] = gid
-            if len({keep[m][0].label for m in members}) > 1:
-                label_conflicts += 1
-    units += [[k] for k in range(len(keep)) if k not in group_of]
-    labels = [img.label for img, _ in keep]
-    assignment, per_class = assign_splits(labels, units, test_ratio, seed, min_per_class)
 
-    # 3. Destination names: the relative path inside the class folder, made unique across sources.
+@dataclass
+class _Units:
+    """Units that must stay on one side of the split: single images, or duplicate groups."""
+
+    keep: list[tuple[DatasetImage, str]]  # the images split (hashing may leave out more unreadable ones)
+    units: list[list[int]]  # positions in ``keep``
+    group_of: dict[int, int]  # position -> duplicate group id (1, 2, ...), for images in a group
+    label_conflicts: int  # groups whose images carry more than one label
+
+    @classmethod
+    def of(cls, keep: list[tuple[DatasetImage, str]], skipped: list, group_duplicates: bool, threshold: int,
+           strict: bool, workers: Optional[int], progress: Progress) -> _Units:
+        from data_tools import dedupe
+
+        group_of: dict[int, int] = {}
+        units: list[list[int]] = []
+        label_conflicts = 0
+        if group_duplicates and keep:
+            hashed = dedupe.hash_images([img.path for img, _ in keep], workers=workers, progress=progress,
+                                        strict=strict)
+            readable = set(hashed.paths)
+            skipped += hashed.skipped
+            keep = [(img, d) for img, d in keep if img.path in readable]
+            index = {p: k for k, p in enumerate(hashed.paths)}
+            order = [index[img.path] for img, _ in keep]  # keep's order -> hashed's order
+            ii, jj, _ = dedupe.find_pairs(hashed.hashes[order], threshold, workers=workers)
+            for gid, members in enumerate(dedupe.connected_groups(len(keep), ii, jj), 1):
+                units.append(members)
+                for m in members:
+                    group_of[m] = gid
+                if len({keep[m][0].label for m in members}) > 1:
+                    label_conflicts += 1
+        units += [[k] for k in range(len(keep)) if k not in group_of]
+        return cls(keep, units, group_of, label_conflicts)
+
+
+def _destinations(keep: list[tuple[DatasetImage, str]], assignment: list[str], sources: Sequence, train_name: str,
+                  test_name: str) -> tuple[list[int], dict[int, Path], int]:
+    """Destination names: the relative path inside the class folder, made unique across sources (the earlier
+    source keeps the name). Returns the copy order, each image's destination and how many were renamed."""
     order = sorted(range(len(keep)), key=lambda k: (_source_rank(keep[k][0], sources), str(keep[k][0].path)))
     taken: set = set()
     dests: dict[int, Path] = {}
@@ -230,8 +280,13 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
         dest = unique_path(wanted, taken, tag=img.root.name)
         renamed += dest != wanted
         dests[k] = dest
+    return order, dests, renamed
 
-    # 4. Copy. Each file appears complete or not at all; a rerun after Ctrl-C skips what is already there.
+
+def _copy_all(keep: list[tuple[DatasetImage, str]], order: list[int], dests: dict[int, Path], out: Path, link: bool,
+              resuming: bool, progress: Progress) -> dict[str, int]:
+    """Copy (or link). Each file appears complete or not at all; a rerun after Ctrl-C skips what is already
+    there. Returns the counts copied / linked / already_there."""
     how = {"copied": 0, "linked": 0, "already_there": 0}
     for k in track(order, total=len(order), desc="copying", progress=progress):
         src, dst = keep[k][0].path, output_path(out, dests[k])
@@ -239,26 +294,18 @@ def split_dataset(sources: Sequence, output_dir, test_ratio: float = 0.25, seed:
             how["already_there"] += 1
             continue
         how[copy_file(src, dst, link=link)] += 1
+    return how
 
-    manifest = [{"source": str(keep[k][0].path), "split": dests[k].parts[0], "class": keep[k][0].label,
-                 "path": dests[k].as_posix(), "sha256": keep[k][1], "group": group_of.get(k, "")} for k in order]
+
+def _write_reports(out: Path, manifest: list[dict], per_class: list[dict], skipped: list, summary: dict) -> None:
+    from ws_dan.common.io import write_csv, write_json
+
     write_csv(out / "split_manifest.csv", manifest, MANIFEST_FIELDS)
     write_csv(out / "split_classes.csv", per_class,
               ["class", "total", "train", "test", "test_fraction", "target_test", "note"])
     write_csv(out / "skipped.csv", [{"path": str(s.path), "reason": s.reason} for s in skipped], ["path", "reason"])
-    n_test = sum(a == "test" for a in assignment)
-    summary = {
-        "output_dir": str(out), "sources": [str(s) for s in sources], "seed": seed, "test_ratio": test_ratio,
-        "images": len(keep), "train": len(keep) - n_test, "test": n_test, "classes": len(per_class),
-        "classes_too_few": [r["class"] for r in per_class if r["note"].startswith("too few")],
-        "empty_class_folders": [str(p) for p in empty],
-        "renamed_on_collision": renamed, "skipped": len(skipped), "group_duplicates": group_duplicates,
-        "duplicate_groups": len([u for u in units if len(u) > 1]), "label_conflict_groups": label_conflicts,
-        "threshold": threshold if group_duplicates else None, **how,
-    }
     write_json(out / "split_report.json", summary)
     finish_output_dir(out)
-    return SplitResult(out, manifest, per_class, skipped, summary)
 
 
 def _source_rank(img: DatasetImage, sources: Sequence) -> int:
