@@ -642,8 +642,6 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
     ``overwrite`` replaces the train/, val/ and test/ folders of a non-empty output folder; an interrupted run
     with the same settings is completed without it.
     """
-    from ws_dan.common.io import write_csv, write_json
-
     name = benchmark_name(name)
     if not 1 <= quality <= 100:
         raise InputError(f"--quality {quality}: expected a JPEG quality from 1 to 100")
@@ -652,10 +650,41 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
                 "crop_bbox": crop_bbox, "quality": quality}
     layout = read_layout(name, src_root, crop_bbox=crop_bbox, trainval=trainval)
     _refuse_output_early(out, src_root, overwrite, settings)
-    out_resolved = real_path(out)
-    folders = class_folder_names(layout.classes)
+    usable, skipped = _usable_samples(layout, src_root, real_path(out), strict)  # readable image files only
+    counts = _check_counts(name, usable, src_root, trainval, strict)  # against the published ones, before writing
+    resuming = prepare_output_dir(out, [src_root], overwrite=overwrite, tool=TOOL, settings=settings)
+    if resuming:
+        LOG.info("%s: completing an interrupted run with the same settings", out)
+    elif overwrite:
+        for split in SPLITS:
+            remove_tree(out / split)
+    order, rels, jobs = _jobs(usable, layout, out, copy, quality, resuming)  # one per image, names made unique
+    # Links and copies are disk-bound: extra processes would only compete for the disk.
+    results = parallel_map(_write_one, jobs, workers=workers if any(j.edits for j in jobs) else 0,
+                           progress=progress, desc=f"writing {name}")
+    manifest, written, how = _collect(results, order, rels, usable, layout, counts, skipped, strict)
+    _write_reports(out, layout, manifest, skipped)
+    bench = BENCHMARKS[name]
+    summary = {
+        "dataset": name, "title": bench.title, "source": str(src_root), "output_dir": str(out),
+        "files_read": layout.files, "images": sum(written.values()), "splits": written,
+        "classes": len({r["class"] for r in manifest}), "classes_listed": len(layout.classes),
+        "official": {"splits": expected_counts(name, trainval), "classes": bench.classes},
+        "mismatches": count_mismatches(name, written, len({r["class"] for r in manifest}), trainval),
+        "skipped": len(skipped), "copy": copy, "trainval": trainval, "crop_bbox": crop_bbox,
+        "banner_removed": layout.banner, **how,
+    }
+    from ws_dan.common.io import write_json
 
-    # 1. Every listed image must be a readable image file; the unusable ones are skipped (strict: an error).
+    write_json(out / REPORT_NAME, summary)
+    finish_output_dir(out)
+    return PrepareResult(out, manifest, skipped, summary)
+
+
+def _usable_samples(layout: Layout, src_root: Path, out_resolved: Path, strict: bool
+                    ) -> tuple[list[tuple[Sample, Path]], list[SkippedFile]]:
+    """Every listed image must be a readable image file; the unusable ones are skipped (strict: an error).
+    Returns (sample, its real path) for the others, and the skipped."""
     skipped: list[SkippedFile] = []
     usable: list[tuple[Sample, Path]] = []
     for s in layout.samples:
@@ -669,8 +698,12 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
     if skipped:
         LOG.warning("%s: %d listed image(s) cannot be used and are left out (see %s), e.g. %s: %s", src_root,
                     len(skipped), SKIPPED_NAME, skipped[0].path, skipped[0].reason)
+    return usable, skipped
 
-    # 2. Counts against the published ones, before writing anything.
+
+def _check_counts(name: str, usable: list[tuple[Sample, Path]], src_root: Path, trainval: bool,
+                  strict: bool) -> dict[str, int]:
+    """Images per split, compared with the published counts: a difference is a warning (strict: an error)."""
     counts = {split: 0 for split in expected_counts(name, trainval)}
     for s, _ in usable:
         counts[s.split] = counts.get(s.split, 0) + 1
@@ -681,14 +714,14 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
         if strict:
             raise InputError(message + " (--strict)")
         LOG.warning("%s", message)
+    return counts
 
-    # 3. The output folder, then one job per image; destination names are sanitised and made unique.
-    resuming = prepare_output_dir(out, [src_root], overwrite=overwrite, tool=TOOL, settings=settings)
-    if resuming:
-        LOG.info("%s: completing an interrupted run with the same settings", out)
-    elif overwrite:
-        for split in SPLITS:
-            remove_tree(out / split)
+
+def _jobs(usable: list[tuple[Sample, Path]], layout: Layout, out: Path, copy: bool, quality: int,
+          resuming: bool) -> tuple[list[int], list[Path], list[_Job]]:
+    """One job per image, in split / class / name order; destination names are sanitised and made unique.
+    Returns the order (positions in ``usable``), each job's destination and the jobs."""
+    folders = class_folder_names(layout.classes)
     taken: set = set()
     jobs, rels = [], []
     order = sorted(range(len(usable)), key=lambda k: (SPLITS.index(usable[k][0].split), usable[k][0].label,
@@ -700,11 +733,14 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
         rel = unique_path(Path(s.split) / folders[s.label] / file_name, taken)
         rels.append(rel)
         jobs.append(_Job(str(real), str(out), str(rel), s.box, layout.banner, not copy, quality, resuming))
-    edit_jobs = any(j.edits for j in jobs)
-    # Links and copies are disk-bound: extra processes would only compete for the disk.
-    results = parallel_map(_write_one, jobs, workers=workers if edit_jobs else 0, progress=progress,
-                           desc=f"writing {name}")
+    return order, rels, jobs
 
+
+def _collect(results, order: list[int], rels: list[Path], usable: list[tuple[Sample, Path]], layout: Layout,
+             counts: dict[str, int], skipped: list[SkippedFile], strict: bool
+             ) -> tuple[list[dict], dict[str, int], dict[str, int]]:
+    """The jobs' outcomes: the manifest rows, images written per split and how (an image that failed to decode
+    is added to ``skipped``; strict: an error)."""
     how = {"linked": 0, "copied": 0, "cropped": 0, "already_there": 0}
     manifest, written = [], {split: 0 for split in counts}
     for k, rel, (done, reason) in zip(order, rels, results):
@@ -719,24 +755,17 @@ def prepare_dataset(name: str, source: PathLike, output_dir: PathLike, *, copy: 
         box = "" if s.box is None else " ".join(f"{v:g}" for v in s.box)
         manifest.append({"split": s.split, "class": layout.classes[s.label], "path": rel.as_posix(),
                          "source": str(s.source), "how": done, "box": box})
+    return manifest, written, how
 
+
+def _write_reports(out: Path, layout: Layout, manifest: list[dict], skipped: list[SkippedFile]) -> None:
+    from ws_dan.common.io import write_csv
+
+    folders = class_folder_names(layout.classes)
     write_csv(out / MANIFEST_NAME, manifest, MANIFEST_FIELDS)
     write_csv(out / CLASSES_NAME, [{"id": k + 1, "class": c, "folder": f}
                                    for k, (c, f) in enumerate(zip(layout.classes, folders))], ["id", "class", "folder"])
     write_csv(out / SKIPPED_NAME, [{"path": str(x.path), "reason": x.reason} for x in skipped], ["path", "reason"])
-    bench = BENCHMARKS[name]
-    summary = {
-        "dataset": name, "title": bench.title, "source": str(src_root), "output_dir": str(out),
-        "files_read": layout.files, "images": sum(written.values()), "splits": written,
-        "classes": len({r["class"] for r in manifest}), "classes_listed": len(layout.classes),
-        "official": {"splits": expected_counts(name, trainval), "classes": bench.classes},
-        "mismatches": count_mismatches(name, written, len({r["class"] for r in manifest}), trainval),
-        "skipped": len(skipped), "copy": copy, "trainval": trainval, "crop_bbox": crop_bbox,
-        "banner_removed": layout.banner, **how,
-    }
-    write_json(out / REPORT_NAME, summary)
-    finish_output_dir(out)
-    return PrepareResult(out, manifest, skipped, summary)
 
 
 __all__ = [
