@@ -126,38 +126,13 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
     """
     from ws_dan.common.io import write_csv, write_json
 
-    backends = [client] if isinstance(client, SearchBackend) else list(client)
-    if not backends:
-        raise InputError("no search source given")
-    limit = max(b.max_results for b in backends)
-    if not 1 <= per_class <= limit:
-        raise InputError(f"--per-class {per_class}: expected 1 to {limit} (the API's limit per query)")
+    backends = _backends(client, per_class)
     names = list(classes) if classes is not None else class_names(data_dir)
     queries = {c: make_query(template, c) for c in names}
     sources = [b.describe_settings() for b in backends]
     output = Path(output)
-    if output.is_dir():
-        raise InputError(f"{output}: expected a CSV file name for the URL list, found a folder")
-    if data_dir is not None and Path(data_dir).resolve() in output.resolve().parents:
-        # A CSV inside the class folders would be scanned (and skipped) by every tool as a stray file.
-        raise InputError(f"{output}: would be written inside the dataset folder {data_dir}; choose a path "
-                            f"outside it")
-    rows: list[dict] = []
-    report: dict = {"classes": {}}
-    if output.exists():
-        if resume:
-            old, old_rows = _read_previous(output)
-            done = {c for c, r in old.items()
-                    if r.get("complete") is True and r.get("query") == queries.get(c)
-                    and isinstance(r.get("per_class", 0), int) and r.get("per_class", 0) >= per_class
-                    and r.get("sources", [{"source": "google", "licenses": "all", "params": {}}])[0].get("source")
-                    == sources[0]["source"]} if old else set()
-            rows = [r for r in old_rows if r.get("class") in done]
-            report["classes"] = {c: old[c] for c in done}
-            LOG.info("resuming: %d class(es) already searched", len(done))
-        elif not overwrite:
-            raise InputError(f"{output}: exists; pass --resume to continue an interrupted search or --overwrite "
-                                f"to replace it")
+    _check_output(output, data_dir)
+    rows, report = _kept_from_before(output, resume, overwrite, queries, per_class, sources)
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
@@ -170,34 +145,18 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
     name = None
     try:
         for name in track(todo, total=len(todo), desc="searching", progress=progress):
-            query = queries[name]
-            entry = {"query": query, "per_class": per_class, "results": 0, "complete": False, "error": "",
+            entry = {"query": queries[name], "per_class": per_class, "results": 0, "complete": False, "error": "",
                      "sources": sources}
             report["classes"][name] = entry
-            before = sum(b.requests for b in backends)
-            found: list[dict] = []
-            seen: set[str] = set()
             try:
-                for backend in backends:
-                    if len(found) >= per_class:
-                        break
-                    for r in backend.search(query, min(per_class, backend.max_results)):
-                        # the same photo from an earlier source is skipped
-                        if add_if_new(found, seen, r) and len(found) >= per_class:
-                            break
+                found = _search_class(backends, name, queries[name], per_class, entry)
             except QuotaExceeded as e:
                 entry["error"] = str(e)
                 stopped = str(e)
                 break
-            except ResponseError as e:
-                entry["error"] = str(e)
-                LOG.warning("class %r: %s; marked incomplete (rerun with --resume)", name, e)
-                found = []
-            finally:
-                entry["requests"] = sum(b.requests for b in backends) - before
             if not entry["error"]:
-                rows += [{"class": name, "query": query, **{k: v for k, v in r.items() if not k.startswith("_")}}
-                         for r in found]
+                rows += [{"class": name, "query": queries[name],
+                          **{k: v for k, v in r.items() if not k.startswith("_")}} for r in found]
                 entry.update(results=len(found), complete=True)
             LOG.debug("%s: %d results from %d request(s)", name, len(found), entry["requests"])
             save()
@@ -209,14 +168,89 @@ def search_images(data_dir, output, client: Union[SearchBackend, Sequence[Search
         raise
     report["stopped"] = stopped
     save()
+    return _summary(output, names, rows, report, sum(b.requests for b in backends) - start_requests, per_class,
+                    template, stopped, [b.name for b in backends])
+
+
+def _summary(output: Path, names: list[str], rows: list[dict], report: dict, requests: int, per_class: int,
+             template: str, stopped: Optional[str], sources: list[str]) -> dict:
     complete = [c for c, r in report["classes"].items() if r.get("complete")]
     incomplete = {c: r["error"] for c, r in report["classes"].items() if not r.get("complete") and r.get("error")}
-    summary = {
+    return {
         "output": str(output), "report": str(report_path(output)), "classes": len(names),
         "classes_complete": len(complete), "classes_left": [c for c in names if c not in complete],
         "classes_incomplete": incomplete,
-        "urls": len(rows), "requests": sum(b.requests for b in backends) - start_requests, "per_class": per_class,
-        "template": template, "stopped": stopped, "sources": [b.name for b in backends],
+        "urls": len(rows), "requests": requests, "per_class": per_class,
+        "template": template, "stopped": stopped, "sources": sources,
         "fewest_results": min((report["classes"][c].get("results", 0) for c in complete), default=0),
     }
-    return summary
+
+
+def _backends(client: Union[SearchBackend, Sequence[SearchBackend]], per_class: int) -> list[SearchBackend]:
+    """The sources as a list; refused when there is none or ``per_class`` is more than any of them serves."""
+    backends = [client] if isinstance(client, SearchBackend) else list(client)
+    if not backends:
+        raise InputError("no search source given")
+    limit = max(b.max_results for b in backends)
+    if not 1 <= per_class <= limit:
+        raise InputError(f"--per-class {per_class}: expected 1 to {limit} (the API's limit per query)")
+    return backends
+
+
+def _check_output(output: Path, data_dir) -> None:
+    if output.is_dir():
+        raise InputError(f"{output}: expected a CSV file name for the URL list, found a folder")
+    if data_dir is not None and Path(data_dir).resolve() in output.resolve().parents:
+        # A CSV inside the class folders would be scanned (and skipped) by every tool as a stray file.
+        raise InputError(f"{output}: would be written inside the dataset folder {data_dir}; choose a path "
+                         f"outside it")
+
+
+def _kept_from_before(output: Path, resume: bool, overwrite: bool, queries: dict[str, str], per_class: int,
+                      sources: list[dict]) -> tuple[list[dict], dict]:
+    """The rows and report entries an earlier run completed with the same query, at least ``per_class`` results
+    and the same first source (``resume``); an existing output is refused without ``resume`` or ``overwrite``."""
+    rows: list[dict] = []
+    report: dict = {"classes": {}}
+    if not output.exists():
+        return rows, report
+    if not resume:
+        if not overwrite:
+            raise InputError(f"{output}: exists; pass --resume to continue an interrupted search or --overwrite "
+                             f"to replace it")
+        return rows, report
+    old, old_rows = _read_previous(output)
+    done = {c for c, r in old.items()
+            if r.get("complete") is True and r.get("query") == queries.get(c)
+            and isinstance(r.get("per_class", 0), int) and r.get("per_class", 0) >= per_class
+            and r.get("sources", [{"source": "google", "licenses": "all", "params": {}}])[0].get("source")
+            == sources[0]["source"]} if old else set()
+    rows = [r for r in old_rows if r.get("class") in done]
+    report["classes"] = {c: old[c] for c in done}
+    LOG.info("resuming: %d class(es) already searched", len(done))
+    return rows, report
+
+
+def _search_class(backends: Sequence[SearchBackend], name: str, query: str, per_class: int, entry: dict
+                  ) -> list[dict]:
+    """Up to ``per_class`` results for one class, the backends in turn, each photo once (the first source's
+    copy). A malformed answer leaves the class incomplete (``entry["error"]``, no results); the requests made go
+    to ``entry["requests"]``. QuotaExceeded is raised."""
+    before = sum(b.requests for b in backends)
+    found: list[dict] = []
+    seen: set[str] = set()
+    try:
+        for backend in backends:
+            if len(found) >= per_class:
+                break
+            for r in backend.search(query, min(per_class, backend.max_results)):
+                # the same photo from an earlier source is skipped
+                if add_if_new(found, seen, r) and len(found) >= per_class:
+                    break
+    except ResponseError as e:
+        entry["error"] = str(e)
+        LOG.warning("class %r: %s; marked incomplete (rerun with --resume)", name, e)
+        found = []
+    finally:
+        entry["requests"] = sum(b.requests for b in backends) - before
+    return found
