@@ -216,76 +216,118 @@ def render_sample(
     if colour_name not in BADGE_COLOURS or shape not in BADGE_SHAPES:
         raise ValueError(f"unknown class {class_name!r}; expected one of {class_catalogue()}")
     S = image_size
-    big = S * _SS
-
-    img = _background(rng, big)
+    img = _background(rng, S * _SS)
     # "RGBA" draw mode on an RGB image alpha-blends translucent fills: faded blobs for free.
     draw = ImageDraw.Draw(img, "RGBA")
-    _clutter(draw, rng, big)
+    _clutter(draw, rng, S * _SS)
+    car = _Car.place(rng, S)
+    _draw_wheels(draw, rng, car)
+    mid = _draw_cabin(draw, rng, car)
+    _draw_body(draw, rng, car, mid)
+    box = _draw_badge_on(draw, rng, car, colour_name, shape)
+    img = img.resize((S, S), Image.LANCZOS)
+    # Sensor-like noise, added after downsampling so it is per-pixel.
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0.0, 4.0, (S, S, 3)).astype(np.float32)
+    img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return img, box
 
-    # ---- object geometry, decided in final-image pixels so the badge box is exact.
-    side = max(4, int(round(rng.uniform(*_BADGE_FRACTION) * S)))
-    width = rng.uniform(0.4, 0.8) * S
-    body_h = max(width * rng.uniform(0.26, 0.36), side + 4.0)
-    cabin_h = width * rng.uniform(0.15, 0.24)
-    wheel_r = body_h * rng.uniform(0.32, 0.42)
-    wheel_drop = wheel_r * 0.55  # how far wheels stick out below the body
-    total_h = cabin_h + body_h + wheel_drop
-    margin = 0.02 * S
-    left = rng.uniform(margin, S - width - margin)
-    top = rng.uniform(margin, max(margin, S - total_h - margin))
-    body_top = top + cabin_h
-    body_bottom = body_top + body_h
 
-    body_colour = _muted(rng, 0.3, 0.25, 0.9)
-    dark = tuple(int(c * 0.55) for c in body_colour)
-    window_colour = _muted(rng, 0.12, 0.55, 0.85)
-    wheel_colour = _muted(rng, 0.08, 0.05, 0.2)
-    hub_colour = _muted(rng, 0.08, 0.55, 0.8)
+def _sc(*vals: float) -> list[float]:
+    """Final-image pixels -> the supersampled canvas's."""
+    return [v * _SS for v in vals]
 
-    def sc(*vals: float) -> list[float]:
-        return [v * _SS for v in vals]
 
+@dataclass
+class _Car:
+    """The car's geometry, decided in final-image pixels so the badge box is exact, and its colours."""
+
+    side: float  # the badge's side
+    width: float
+    body_h: float
+    cabin_h: float
+    wheel_r: float
+    wheel_drop: float  # how far wheels stick out below the body
+    left: float
+    top: float
+    body_top: float
+    body_bottom: float
+    body_colour: Colour
+    dark: Colour
+    window_colour: Colour
+    wheel_colour: Colour
+    hub_colour: Colour
+
+    @classmethod
+    def place(cls, rng: np.random.Generator, S: int) -> _Car:
+        side = max(4, int(round(rng.uniform(*_BADGE_FRACTION) * S)))
+        width = rng.uniform(0.4, 0.8) * S
+        body_h = max(width * rng.uniform(0.26, 0.36), side + 4.0)
+        cabin_h = width * rng.uniform(0.15, 0.24)
+        wheel_r = body_h * rng.uniform(0.32, 0.42)
+        wheel_drop = wheel_r * 0.55
+        total_h = cabin_h + body_h + wheel_drop
+        margin = 0.02 * S
+        left = rng.uniform(margin, S - width - margin)
+        top = rng.uniform(margin, max(margin, S - total_h - margin))
+        body_colour = _muted(rng, 0.3, 0.25, 0.9)
+        return cls(side, width, body_h, cabin_h, wheel_r, wheel_drop, left, top, top + cabin_h,
+                   top + cabin_h + body_h, body_colour, tuple(int(c * 0.55) for c in body_colour),
+                   _muted(rng, 0.12, 0.55, 0.85), _muted(rng, 0.08, 0.05, 0.2), _muted(rng, 0.08, 0.55, 0.8))
+
+
+def _draw_wheels(draw: ImageDraw.ImageDraw, rng: np.random.Generator, car: _Car) -> None:
     # Soft shadow under the car, then wheels (drawn before the body, which hides
     # their top so the body's lower rectangle stays free for the badge).
-    draw.ellipse(sc(left - 0.03 * width, body_bottom + wheel_drop - 0.06 * width,
-                    left + 1.03 * width, body_bottom + wheel_drop + 0.04 * width), fill=(0, 0, 0, 60))
+    left, width, wheel_r = car.left, car.width, car.wheel_r
+    draw.ellipse(_sc(left - 0.03 * width, car.body_bottom + car.wheel_drop - 0.06 * width,
+                     left + 1.03 * width, car.body_bottom + car.wheel_drop + 0.04 * width), fill=(0, 0, 0, 60))
     for fx in (0.2 + rng.uniform(-0.04, 0.04), 0.8 + rng.uniform(-0.04, 0.04)):
-        wx, wy = left + fx * width, body_bottom - wheel_r + wheel_drop
-        draw.ellipse(sc(wx - wheel_r, wy - wheel_r, wx + wheel_r, wy + wheel_r), fill=wheel_colour)
+        wx, wy = left + fx * width, car.body_bottom - wheel_r + car.wheel_drop
+        draw.ellipse(_sc(wx - wheel_r, wy - wheel_r, wx + wheel_r, wy + wheel_r), fill=car.wheel_colour)
         hr = wheel_r * 0.45
-        draw.ellipse(sc(wx - hr, wy - hr, wx + hr, wy + hr), fill=hub_colour)
+        draw.ellipse(_sc(wx - hr, wy - hr, wx + hr, wy + hr), fill=car.hub_colour)
 
-    # Cabin with windows.
+
+def _draw_cabin(draw: ImageDraw.ImageDraw, rng: np.random.Generator, car: _Car) -> float:
+    """The cabin with its windows; returns the x of the middle between them (where the door seam goes)."""
+    left, width, top, body_top, cabin_h = car.left, car.width, car.top, car.body_top, car.cabin_h
     c0 = left + width * rng.uniform(0.15, 0.3)
     c1 = left + width * rng.uniform(0.68, 0.85)
     slant = (c1 - c0) * rng.uniform(0.1, 0.25)
-    overlap = 0.2 * body_h  # so the cabin joins the body without a seam
-    draw.polygon([tuple(sc(c0, body_top + overlap)), tuple(sc(c0 + slant, top)),
-                  tuple(sc(c1 - slant * 0.6, top)), tuple(sc(c1, body_top + overlap))], fill=body_colour)
+    overlap = 0.2 * car.body_h  # so the cabin joins the body without a seam
+    draw.polygon([tuple(_sc(c0, body_top + overlap)), tuple(_sc(c0 + slant, top)),
+                  tuple(_sc(c1 - slant * 0.6, top)), tuple(_sc(c1, body_top + overlap))], fill=car.body_colour)
     inset = 0.18 * cabin_h
     mid = (c0 + c1) / 2
     wtop, wbot = top + inset, body_top - 0.05 * cabin_h
     if wbot - wtop > 1.0:
-        draw.polygon([tuple(sc(c0 + slant + inset, wtop)), tuple(sc(mid - inset / 2, wtop)),
-                      tuple(sc(mid - inset / 2, wbot)), tuple(sc(c0 + inset * 0.8, wbot))], fill=window_colour)
-        draw.polygon([tuple(sc(mid + inset / 2, wtop)), tuple(sc(c1 - slant * 0.6 - inset, wtop)),
-                      tuple(sc(c1 - inset * 0.8, wbot)), tuple(sc(mid + inset / 2, wbot))], fill=window_colour)
+        draw.polygon([tuple(_sc(c0 + slant + inset, wtop)), tuple(_sc(mid - inset / 2, wtop)),
+                      tuple(_sc(mid - inset / 2, wbot)), tuple(_sc(c0 + inset * 0.8, wbot))], fill=car.window_colour)
+        draw.polygon([tuple(_sc(mid + inset / 2, wtop)), tuple(_sc(c1 - slant * 0.6 - inset, wtop)),
+                      tuple(_sc(c1 - inset * 0.8, wbot)), tuple(_sc(mid + inset / 2, wbot))], fill=car.window_colour)
+    return mid
 
+
+def _draw_body(draw: ImageDraw.ImageDraw, rng: np.random.Generator, car: _Car, mid: float) -> None:
     # Lower body, a door seam and a (whitish, not yellow) headlight: small
     # class-independent details so the badge is not the only thing on the car.
+    left, width, body_top, body_bottom, body_h = car.left, car.width, car.body_top, car.body_bottom, car.body_h
     radius = min(body_h * 0.35, width * 0.1) * _SS
-    draw.rounded_rectangle(sc(left, body_top, left + width, body_bottom), radius=radius, fill=body_colour)
-    draw.line(sc(mid, body_top + 0.1 * body_h, mid, body_bottom - 0.15 * body_h), fill=dark, width=_SS)
+    draw.rounded_rectangle(_sc(left, body_top, left + width, body_bottom), radius=radius, fill=car.body_colour)
+    draw.line(_sc(mid, body_top + 0.1 * body_h, mid, body_bottom - 0.15 * body_h), fill=car.dark, width=_SS)
     hl = max(1.0, 0.05 * width)
     facing_right = rng.random() < 0.5
     hx = left + width - 1.6 * hl if facing_right else left + 0.6 * hl
-    draw.rectangle(sc(hx, body_top + 0.25 * body_h, hx + hl, body_top + 0.25 * body_h + hl), fill=(235, 235, 222))
+    draw.rectangle(_sc(hx, body_top + 0.25 * body_h, hx + hl, body_top + 0.25 * body_h + hl), fill=(235, 235, 222))
 
-    # ---- the badge: the only class-dependent element.  Integer box in final
-    # pixels, fully inside the lower body (1 px margin).
-    bx_lo, bx_hi = int(math.ceil(left + 1)), int(math.floor(left + width - 1 - side))
-    by_lo, by_hi = int(math.ceil(body_top + 1)), int(math.floor(body_bottom - 1 - side))
+
+def _draw_badge_on(draw: ImageDraw.ImageDraw, rng: np.random.Generator, car: _Car, colour_name: str,
+                   shape: str) -> tuple[int, int, int, int]:
+    """The badge, the only class-dependent element: an integer box in final pixels, fully inside the lower body
+    (1 px margin); returns it."""
+    side = car.side
+    bx_lo, bx_hi = int(math.ceil(car.left + 1)), int(math.floor(car.left + car.width - 1 - side))
+    by_lo, by_hi = int(math.ceil(car.body_top + 1)), int(math.floor(car.body_bottom - 1 - side))
     bx = int(rng.integers(bx_lo, max(bx_lo, bx_hi) + 1))
     by = int(rng.integers(by_lo, max(by_lo, by_hi) + 1))
     jitter = rng.uniform(0.88, 1.0)  # slight brightness variation, same for every class
@@ -293,12 +335,7 @@ def render_sample(
     # Inset by a quarter pixel (at 1x) so LANCZOS ringing stays (mostly) inside the box.
     inset_px = 0.25 * _SS
     _draw_badge(draw, shape, badge_colour, bx * _SS + inset_px, by * _SS + inset_px, side * _SS - 2 * inset_px - 1)
-
-    img = img.resize((S, S), Image.LANCZOS)
-    # Sensor-like noise, added after downsampling so it is per-pixel.
-    arr = np.asarray(img, dtype=np.float32) + rng.normal(0.0, 4.0, (S, S, 3)).astype(np.float32)
-    img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
-    return img, (bx, by, bx + side, by + side)
+    return bx, by, bx + side, by + side
 
 
 # --------------------------------------------------------------------------- dataset
@@ -358,6 +395,37 @@ def _install(staging: Path, output_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _render_all(staging: Path, names: Sequence[str], counts: dict[str, int], seed: int, image_size: int,
+                digits: int, total: int, progress: Optional[ProgressFn]) -> list[Sequence[object]]:
+    """Every image into ``staging/<split>/<class>/``, each from its own seed (master seed, split, class, index), so
+    any one image is reproducible alone; returns the rows of boxes.csv."""
+    rows: list[Sequence[object]] = []
+    done = 0
+    for split, n in counts.items():
+        for class_id, name in enumerate(names):
+            class_dir = staging / split / name
+            class_dir.mkdir(parents=True)
+            for index in range(n):
+                rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_IDS[split], class_id, index]))
+                img, box = render_sample(rng, name, image_size)
+                rel = f"{split}/{name}/{index:0{digits}d}.jpg"
+                # 4:4:4 chroma: with default 4:2:0 subsampling the colour of a
+                # ~10 px badge would be smeared over twice its area.
+                img.save(staging / rel, "JPEG", quality=_JPEG_QUALITY, subsampling=0)
+                rows.append((split, name, rel, *box))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return rows
+
+
+def _write_boxes(path: Path, rows: list[Sequence[object]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["split", "class", "path", "x0", "y0", "x1", "y1"])
+        writer.writerows(rows)
+
+
 def make_sample_dataset(
     output_dir: Union[str, os.PathLike],
     num_classes: int = 5,
@@ -404,39 +472,13 @@ def make_sample_dataset(
     # hidden so an interrupted run's leftovers are not mistaken for a dataset.
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        rows: list[Sequence[object]] = []
-        done = 0
-        for split, n in counts.items():
-            for class_id, name in enumerate(names):
-                class_dir = staging / split / name
-                class_dir.mkdir(parents=True)
-                for index in range(n):
-                    rng = np.random.default_rng(
-                        np.random.SeedSequence([int(seed), _SPLIT_IDS[split], class_id, index])
-                    )
-                    img, box = render_sample(rng, name, int(image_size))
-                    rel = f"{split}/{name}/{index:0{digits}d}.jpg"
-                    # 4:4:4 chroma: with default 4:2:0 subsampling the colour of a
-                    # ~10 px badge would be smeared over twice its area.
-                    img.save(staging / rel, "JPEG", quality=_JPEG_QUALITY, subsampling=0)
-                    rows.append((split, name, rel, *box))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-        with open(staging / "boxes.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["split", "class", "path", "x0", "y0", "x1", "y1"])
-            writer.writerows(rows)
+        rows = _render_all(staging, names, counts, int(seed), int(image_size), digits, total, progress)
+        _write_boxes(staging / "boxes.csv", rows)
         # Re-check right before installing: the folder may have been filled meanwhile.
         _check_output_dir(output_dir, overwrite)
         _install(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    return SampleDataset(
-        output_dir=output_dir,
-        class_names=list(names),
-        num_train=num_classes * counts["train"],
-        num_test=num_classes * counts["test"],
-        boxes_csv=output_dir / "boxes.csv",
-    )
+    return SampleDataset(output_dir=output_dir, class_names=list(names), num_train=num_classes * counts["train"],
+                         num_test=num_classes * counts["test"], boxes_csv=output_dir / "boxes.csv")
