@@ -141,30 +141,51 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
         if strict and c.status in ("unreadable", "not_image"):
             raise InputError(f"{c.path}: {c.issues[0]} (--strict)")
         checks.append(c)
+    fixed_as, actions = (_write_fixed(checks, data_dir, out, resuming, quality, link, workers, progress) if fix
+                         else ({}, {}))
+    write_csv(out / "validation.csv", _rows(checks, data_dir, fix, fixed_as), FIELDS)
+    summary = {"data_dir": str(data_dir), "output_dir": str(out), "files": len(checks),
+               **{s: sum(c.status == s for c in checks) for s in ("ok", "attention", "unreadable", "not_image")},
+               "convertible": sum(c.convertible for c in checks), "issues": _issue_counts(checks),
+               "min_side": min_side, "fix": fix}
+    if fix:
+        summary["fixed_dir"] = str(out / "fixed")
+        summary["fixed"] = actions
+    write_json(out / "validation_report.json", summary)
+    finish_output_dir(out)
+    return summary
 
+
+def _write_fixed(checks: list[FileCheck], data_dir: Path, out: Path, resuming: bool, quality: int, link: bool,
+                 workers: Optional[int], progress: Progress) -> tuple[dict[Path, str], dict[str, int]]:
+    """The clean copy in ``out/fixed/``: usable files copied (or linked), convertible ones re-encoded to JPEG.
+    Returns each file's place in it and the counts per action."""
     fixed_as: dict[Path, str] = {}
     actions: dict[str, int] = {}
-    if fix:
-        jobs = []
-        taken: set = set()
-        # Files keeping their name claim it first, so a converted a.png never takes the name of an existing a.jpg.
-        usable = [c for c in checks if c.status in ("ok", "attention")]
-        for c in sorted(usable, key=lambda c: (c.convertible, str(c.path))):
-            rel = c.path.relative_to(data_dir)
-            if c.convertible:
-                tag = c.path.suffix.lower().lstrip(".") or "img"
-                dst = unique_path(Path("fixed") / rel.with_suffix(".jpg"), taken, tag=tag)
-            else:
-                dst = unique_path(Path("fixed") / rel, taken)
-            fixed_as[c.path] = dst.as_posix()
-            if resuming and (out / dst).is_file():
-                actions["already_there"] = actions.get("already_there", 0) + 1
-                continue
-            jobs.append((c.path, output_path(out, dst), c.convertible))
-        for how in parallel_map(partial(_fix_worker, quality=quality, link=link), jobs, workers=workers,
-                                progress=progress, desc="fixing"):
-            actions[how] = actions.get(how, 0) + 1
+    jobs = []
+    taken: set = set()
+    # Files keeping their name claim it first, so a converted a.png never takes the name of an existing a.jpg.
+    usable = [c for c in checks if c.status in ("ok", "attention")]
+    for c in sorted(usable, key=lambda c: (c.convertible, str(c.path))):
+        rel = c.path.relative_to(data_dir)
+        if c.convertible:
+            tag = c.path.suffix.lower().lstrip(".") or "img"
+            dst = unique_path(Path("fixed") / rel.with_suffix(".jpg"), taken, tag=tag)
+        else:
+            dst = unique_path(Path("fixed") / rel, taken)
+        fixed_as[c.path] = dst.as_posix()
+        if resuming and (out / dst).is_file():
+            actions["already_there"] = actions.get("already_there", 0) + 1
+            continue
+        jobs.append((c.path, output_path(out, dst), c.convertible))
+    for how in parallel_map(partial(_fix_worker, quality=quality, link=link), jobs, workers=workers,
+                            progress=progress, desc="fixing"):
+        actions[how] = actions.get(how, 0) + 1
+    return fixed_as, actions
 
+
+def _rows(checks: list[FileCheck], data_dir: Path, fix: bool, fixed_as: dict[Path, str]) -> list[dict]:
+    """validation.csv: one row per file, with what the fixed copy did with it."""
     rows = []
     for c in checks:
         rel = c.path.relative_to(data_dir)
@@ -174,8 +195,11 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
         rows.append({"path": rel.as_posix(), "status": c.status, "issues": "; ".join(c.issues), "format": c.format,
                      "mode": c.mode, "width": c.width or "", "height": c.height or "", "frames": c.frames or "",
                      "bytes": c.bytes, "fixed_as": fixed_as.get(c.path, ""), "action": action})
-    write_csv(out / "validation.csv", rows, FIELDS)
-    by_status = {s: sum(c.status == s for c in checks) for s in ("ok", "attention", "unreadable", "not_image")}
+    return rows
+
+
+def _issue_counts(checks: list[FileCheck]) -> dict[str, int]:
+    """How many files have each kind of issue (details in parentheses dropped; format and mode kept whole)."""
     by_issue: dict[str, int] = {}
     for c in checks:
         for i in c.issues:
@@ -183,13 +207,5 @@ def validate_images(data_dir, output_dir, fix: bool = False, min_side: int = 32,
             if c.status == "not_image" or c.status == "unreadable":
                 key = f"{c.status}: {key}"
             by_issue[key] = by_issue.get(key, 0) + 1
-    summary = {"data_dir": str(data_dir), "output_dir": str(out), "files": len(checks), **by_status,
-               "convertible": sum(c.convertible for c in checks), "issues": dict(sorted(by_issue.items())),
-               "min_side": min_side, "fix": fix}
-    if fix:
-        summary["fixed_dir"] = str(out / "fixed")
-        summary["fixed"] = actions
-    write_json(out / "validation_report.json", summary)
-    finish_output_dir(out)
-    return summary
+    return dict(sorted(by_issue.items()))
 
