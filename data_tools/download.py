@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from data_tools.hash_index import HashIndex
 from data_tools.http import MAX_RETRY_AFTER, Backoff, with_retries
@@ -225,9 +225,21 @@ class _Downloader:
             tmp.unlink(missing_ok=True)
 
     def _download(self, item: UrlItem, row: dict, tmp: Path, dst: Path, rel: str) -> Optional[dict]:
-        from data_tools import dedupe
-        from ws_dan.common.images import UnreadableImageError, open_image, read_image_info
+        got = self._fetch(item, row, tmp)
+        if not isinstance(got, FetchInfo):
+            return got  # a failure row, or None: interrupted
+        decoded = self._decode(row, tmp, got)
+        if isinstance(decoded, dict):
+            return decoded  # not an image, or too small
+        header, image = decoded
+        refused = self._reserve(item, row, image, rel)
+        if refused is not None:
+            return refused  # a duplicate, or its class is full
+        return self._save(item, row, tmp, dst, rel, header, image)
 
+    def _fetch(self, item: UrlItem, row: dict, tmp: Path) -> Union[FetchInfo, dict, None]:
+        """The URL's bytes into ``tmp``, retried with back-off; the transfer's info, a failure row, or None when
+        the run is being stopped (the URL is then not recorded, so the next run tries it again)."""
         def attempt(n: int):
             row["attempts"] = n + 1
             with open(tmp, "wb") as sink:
@@ -241,7 +253,7 @@ class _Downloader:
             info = with_retries(attempt, self.s.retries, self.backoff, sleep=self.state.stop.wait, on_retry=on_retry)
         except FetchError as e:
             if self.state.stop.is_set():
-                return None  # interrupted: not recorded, so the next run tries this URL again
+                return None
             if not e.retryable:
                 return {**row, "status": "failed", "reason": e.reason}
             n = row["attempts"]
@@ -250,6 +262,12 @@ class _Downloader:
         row.update(final_url=info.final_url if info.final_url != item.url else "", bytes=info.bytes)
         if info.bytes == 0:
             return {**row, "status": "failed", "reason": "empty response (0 bytes)"}
+        return info
+
+    def _decode(self, row: dict, tmp: Path, info: FetchInfo) -> Union[tuple, dict]:
+        """(header, upright RGB image) of the download, or a failure row: not an image, or below --min-side."""
+        from ws_dan.common.images import UnreadableImageError, open_image, read_image_info
+
         try:
             header = read_image_info(tmp, max_pixels=self.s.max_pixels)
             image = open_image(tmp, max_pixels=self.s.max_pixels)
@@ -260,6 +278,13 @@ class _Downloader:
         if min(image.size) < self.s.min_side:
             return {**row, "status": "failed", "reason": f"too small: {image.width}x{image.height} pixels "
                                                          f"(--min-side {self.s.min_side})"}
+        return header, image
+
+    def _reserve(self, item: UrlItem, row: dict, image, rel: str) -> Optional[dict]:
+        """Claim the image's place: None when it may be saved (counted in its class, its hashes indexed), else the
+        row of a duplicate or of a full class."""
+        from data_tools import dedupe
+
         hashes = dedupe.image_hashes(image) if self.state.index is not None else None
         digest = dedupe.pixel_digest(image) if self.state.index is not None else ""
         with self.state.lock:
@@ -277,6 +302,12 @@ class _Downloader:
             self.state.per_class[item.folder] += 1
             if self.state.index is not None:
                 self.state.index.add(hashes, digest, rel)
+        return None
+
+    def _save(self, item: UrlItem, row: dict, tmp: Path, dst: Path, rel: str, header, image) -> dict:
+        """Write the reserved image to ``dst`` (an upright RGB JPEG as downloaded, anything else re-encoded); a
+        destination found unsafe just now is a failure row, a disk error stops the run. The reservation is undone
+        when nothing was written."""
         try:
             problem = destination_problem(self.out, dst.parent, dst)  # again: the folder may have changed
             if problem:
