@@ -38,36 +38,68 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
-def main(args: argparse.Namespace) -> dict:
-    import torch
+#: The boxes judged: the attention crop and, as controls, a same-size box at the centre and at random, and the
+#: whole image.
+KEYS = ("crop", "center", "random", "whole")
 
-    from ws_dan.common.images import open_image
+
+def main(args: argparse.Namespace) -> dict:
     from ws_dan.common.io import write_json
     from ws_dan.common.runtime import fail
-    from ws_dan.data.datasets import DatasetError, build_transform, class_folder_samples
-    from ws_dan.evaluation.attention_check import crop_check, imagenet_judge
-    from ws_dan.evaluation.plots import save_contact_sheet
-    from ws_dan.models.backbones import PretrainedWeightsError
-    from ws_dan.models.checkpoint import CheckpointError, model_from_checkpoint
 
     if args.peak_area is not None and not 0 < args.peak_area <= 1:
         fail(f"--peak-area {args.peak_area}: expected a share of the image in (0, 1]")
+    model, judge, vehicles, listing = _load(args)  # the WS-DAN model, the ImageNet judge, the test photos
+    hits, area, n, tiles = _check_all(args, model, judge, vehicles, listing)  # every photo; tiles for the sheet
+    if n == 0:
+        fail(f"{args.data_dir}: no readable images")
+    cfg = model.config
+    theta = cfg.eval_crop_theta if args.theta is None else args.theta
+    result = {"images": n, "checkpoint": str(args.ckpt), "theta": theta, "peak_area": args.peak_area,
+              "judge_top_k": args.judge_k,
+              "crop_area_mean": round(area / n, 4),
+              **{f"{k}_keeps_vehicle": round(hits[k] / n, 4) for k in KEYS}}
+    output = Path(args.output)
+    _sheet(args, cfg, theta, result, tiles, output)
+    write_json(output.with_suffix(".json"), result)
+    print(result)
+    return result
+
+
+def _load(args: argparse.Namespace):
+    from ws_dan.common.runtime import fail
+    from ws_dan.data.datasets import DatasetError, class_folder_samples
+    from ws_dan.evaluation.attention_check import imagenet_judge
+    from ws_dan.models.backbones import PretrainedWeightsError
+    from ws_dan.models.checkpoint import CheckpointError, model_from_checkpoint
+
     try:
         model = model_from_checkpoint(args.ckpt)
         judge, vehicles = imagenet_judge(args.judge_weights)
         listing = class_folder_samples(args.data_dir)
     except (CheckpointError, PretrainedWeightsError, DatasetError, FileNotFoundError) as e:
         fail(str(e))
+    if model.config.method != "wsdan":
+        fail(f"{args.ckpt}: a {model.config.method} checkpoint; the sheet needs a WS-DAN model (attention maps)")
+    return model, judge, vehicles, listing
+
+
+def _check_all(args: argparse.Namespace, model, judge, vehicles, listing):
+    """Judge every photo's boxes in batches; returns the hits per box kind, the summed crop area, the number of
+    photos and the sheet's tiles (photos spread evenly over the class-sorted list, so every class can appear)."""
+    import torch
+    from PIL import Image
+
+    from ws_dan.common.images import open_image
+    from ws_dan.data.datasets import build_transform
+    from ws_dan.evaluation.attention_check import crop_check
+
     cfg = model.config
-    if cfg.method != "wsdan":
-        fail(f"{args.ckpt}: a {cfg.method} checkpoint; the sheet needs a WS-DAN model (attention maps)")
     transform = build_transform(cfg.load_size, cfg.mean, cfg.std, train=False)
     samples = listing.samples
     generator = torch.Generator().manual_seed(args.seed)
-    keys = ("crop", "center", "random", "whole")
-    hits = {k: 0 for k in keys}
+    hits = {k: 0 for k in KEYS}
     area, n = 0.0, 0
-    # the sheet: photos spread evenly over the (class-sorted) list, so every class can appear
     step = max(1, len(samples) // max(args.tiles, 1))
     chosen = set(range(0, len(samples), step)[: args.tiles])
     tiles = []
@@ -78,28 +110,25 @@ def main(args: argparse.Namespace) -> dict:
         x = torch.stack([transform(open_image(path)) for path, _ in chunk])
         out = crop_check(model, judge, vehicles, x, generator, theta=args.theta, peak_area=args.peak_area,
                          k=args.judge_k)
-        for k in keys:
+        for k in KEYS:
             hits[k] += int(out[k].sum())
         area += float(out["area"].sum())
         n += len(chunk)
         for i, (_, target) in enumerate(chunk):
             if start + i in chosen:
-                from PIL import Image
-
                 pixels = ((x[i] * std + mean).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")
                 caption = (f"{listing.class_names[target][:24]}\ncrop {'keeps car' if out['crop'][i] else 'NO car'}"
                            f", {float(out['area'][i]):.0%} of image")
                 tiles.append((Image.fromarray(pixels), out["attention"][i, 0].numpy(), out["boxes"][i].tolist(),
                               caption))
-    if n == 0:
-        fail(f"{args.data_dir}: no readable images")
-    theta = cfg.eval_crop_theta if args.theta is None else args.theta
+    return hits, area, n, tiles
+
+
+def _sheet(args: argparse.Namespace, cfg, theta: float, result: dict, tiles: list, output: Path) -> None:
+    from ws_dan.evaluation.plots import save_contact_sheet
+
     what = (f"a {args.peak_area:.0%} box at its peak" if args.peak_area is not None else f"its crop at theta {theta:g}")
-    result = {"images": n, "checkpoint": str(args.ckpt), "theta": theta, "peak_area": args.peak_area,
-              "judge_top_k": args.judge_k,
-              "crop_area_mean": round(area / n, 4),
-              **{f"{k}_keeps_vehicle": round(hits[k] / n, 4) for k in keys}}
-    output = Path(args.output)
+    n = result["images"]
     output.parent.mkdir(parents=True, exist_ok=True)
     save_contact_sheet(tiles, output, cols=args.cols,
                        title=f"{cfg.backbone}, M={cfg.num_attentions}: mean attention and {what} "
@@ -108,9 +137,6 @@ def main(args: argparse.Namespace) -> dict:
                              f"of {n} test photos "
                              f"(same-size centre box {result['center_keeps_vehicle']:.0%}, random box "
                              f"{result['random_keeps_vehicle']:.0%}, whole image {result['whole_keeps_vehicle']:.0%})")
-    write_json(output.with_suffix(".json"), result)
-    print(result)
-    return result
 
 
 if __name__ == "__main__":
