@@ -66,19 +66,37 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Split, train, evaluate on the held-out images; returns the last epoch's metrics and the evaluation."""
-    from data_tools.clean import check_sorted_folder, prepare_cleaner_split, removal_metrics, score_images
-    from ws_dan.common.dataset_folders import scan_dataset
-    from ws_dan.common.io import InputError, write_json
     from ws_dan.common.outputs import copy_file
-    from ws_dan.common.run_dir import RunDirError, check_run_dir
-    from ws_dan.common.runtime import fail, setup_logging
-    from ws_dan.models.checkpoint import CheckpointError
-    from ws_dan.training.recipe import TrainSetupError, train_classifier
-    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
+    from ws_dan.common.runtime import setup_logging
 
     log = setup_logging(verbose=args.verbose)
     save_dir = Path(args.save_dir)
     split_dir = save_dir / "data"
+    split = _split(args, save_dir, split_dir, log)  # the sorted folder checked, split into train / test
+    row = _train(args, split_dir)  # train.py's recipe on the split
+    # The cleaner: a validation split of a few dozen images reaches 100% top-1 within an epoch or two, and train.py
+    # keeps the *first* best epoch, so by default the end of the (cosine-decayed) schedule is used instead.
+    cleaner = save_dir / "cleaner.pt"
+    copy_file(save_dir / f"{args.select}.pt", cleaner)
+    metrics = _held_out_check(args, cleaner, split_dir, split.summary, save_dir / "cleaner_eval.json")
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    log.info("held-out: %d images, %d unwanted; removed %d at p >= %.2f: precision %s, recall %s", metrics["images"],
+             metrics["unwanted"], metrics["removed"], args.threshold, pct(metrics["precision"]),
+             pct(metrics["recall"]))
+    log.info("cleaner: %s; next: python scripts/clean_images.py --data-dir DOWNLOADS --ckpt-path %s --output-dir OUT",
+             cleaner, cleaner)
+    return {"train": row, "heldout": metrics, "checkpoint": str(cleaner), "split": split.summary}
+
+
+def _split(args: argparse.Namespace, save_dir: Path, split_dir: Path, log):
+    from data_tools.clean import check_sorted_folder, prepare_cleaner_split
+    from ws_dan.common.io import InputError
+    from ws_dan.common.run_dir import RunDirError, check_run_dir
+    from ws_dan.common.runtime import fail
+
     try:
         check_run_dir(save_dir, [args.data_dir], resume=bool(args.ckpt), overwrite=args.overwrite,
                       extra=CLEANER_FILES)
@@ -94,27 +112,38 @@ def main(args: argparse.Namespace) -> dict:
     s = split.summary
     log.info("split into %s: %d train, %d test (%d near-duplicate group(s) kept together)", split_dir, s["train"],
              s["test"], s["duplicate_groups"])
+    return split
 
-    # train.py's recipe on the split, with the cleaner's model defaults where neither a flag nor -c sets them.
+
+def _train(args: argparse.Namespace, split_dir: Path) -> dict:
+    """train.py's recipe on the split, with the cleaner's model defaults where neither a flag nor -c sets them."""
+    from ws_dan.common.runtime import fail
+    from ws_dan.training.recipe import TrainSetupError, train_classifier
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
+
     settings = TrainSettings.from_namespace(args)
     unset = {} if args.ckpt else {k: v for k, v in MODEL_DEFAULTS.items() if getattr(settings, k) is None}
     settings = dataclasses.replace(settings, data_dir=str(split_dir), **unset)
     try:
         # The split lives inside SAVE_DIR by design: the run folder is checked against the source folder instead.
         # args.json and the checkpoints record the cleaner's flags too.
-        row = train_classifier(settings, data_dirs=[args.data_dir], extra_files=CLEANER_FILES,
-                               record={**vars(args), **settings.to_dict()})
+        return train_classifier(settings, data_dirs=[args.data_dir], extra_files=CLEANER_FILES,
+                                record={**vars(args), **settings.to_dict()})
     except (TrainSetupError, TrainingError) as e:
         fail(str(e))
     except TrainingInterrupted:
         raise SystemExit(130) from None
 
-    # The cleaner: a validation split of a few dozen images reaches 100% top-1 within an epoch or two, and train.py
-    # keeps the *first* best epoch, so by default the end of the (cosine-decayed) schedule is used instead.
-    cleaner = save_dir / "cleaner.pt"
-    copy_file(save_dir / f"{args.select}.pt", cleaner)
 
-    # Held-out check of what clean_images.py would do with this checkpoint at --threshold.
+def _held_out_check(args: argparse.Namespace, cleaner: Path, split_dir: Path, s: dict, path: Path) -> dict:
+    """What clean_images.py would do with the cleaner at --threshold on the held-out images: precision and recall
+    of the removal, written to ``path``."""
+    from data_tools.clean import removal_metrics, score_images
+    from ws_dan.common.dataset_folders import scan_dataset
+    from ws_dan.common.io import InputError, write_json
+    from ws_dan.common.runtime import fail
+    from ws_dan.models.checkpoint import CheckpointError
+
     test_images, _ = scan_dataset(split_dir / "test", splits=False)
     try:
         scores = score_images(cleaner, [img.path for img in test_images], batch_size=args.batch_size, workers=0,
@@ -125,17 +154,8 @@ def main(args: argparse.Namespace) -> dict:
     removed = [p for p, q in zip(scores.paths, scores.p_unwanted) if q >= args.threshold]
     metrics = removal_metrics(removed, [p for p in scores.paths if label[p] == "unwanted"], len(scores.paths))
     metrics.update(threshold=args.threshold, checkpoint=str(cleaner), train_images=s["train"], test_images=s["test"])
-    write_json(save_dir / "cleaner_eval.json", metrics)
-
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.1f}%"
-
-    log.info("held-out: %d images, %d unwanted; removed %d at p >= %.2f: precision %s, recall %s", metrics["images"],
-             metrics["unwanted"], metrics["removed"], args.threshold, pct(metrics["precision"]),
-             pct(metrics["recall"]))
-    log.info("cleaner: %s; next: python scripts/clean_images.py --data-dir DOWNLOADS --ckpt-path %s --output-dir OUT",
-             cleaner, cleaner)
-    return {"train": row, "heldout": metrics, "checkpoint": str(cleaner), "split": s}
+    write_json(path, metrics)
+    return metrics
 
 
 if __name__ == "__main__":
