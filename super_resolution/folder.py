@@ -99,6 +99,44 @@ def _copy_into(path: Path, f) -> None:
         shutil.copyfileobj(src, f)
 
 
+def _note_skipped(skipped: list, src: Path, strict: bool, summary: FolderSummary) -> None:
+    """Count the files find_images passed over: an image-named file that is empty or not an image is an
+    unreadable image (strict: an error); anything else (a CSV, a README) is simply not ours to copy."""
+    for item in skipped:
+        if item.path.suffix.lower() in IMAGE_EXTENSIONS:
+            if strict:
+                raise UnreadableImageError(item.path, item.reason)
+            summary.failed += 1
+            summary.failures.append((str(item.path.relative_to(src)), item.reason))
+            log.warning("skipped %s: %s", item.path, item.reason)
+        else:
+            summary.not_images += 1
+    if summary.not_images:
+        log.info("%d file(s) under %s are not images and are not copied", summary.not_images, src)
+
+
+def _enlarge_one(path: Path, target: Path, model: nn.Module, scale: int, max_area: int, tile: int, overlap: int,
+                 device: Optional[Union[str, torch.device]], in_place: bool) -> bool:
+    """Write ``path`` to ``target`` enlarged when below ``max_area``, else copied (in place: left as it is);
+    whether it was enlarged."""
+    img = open_image(path)
+    if not needs_enlarging(img.size, max_area):
+        if not in_place:
+            _atomic_replace(target, lambda f: _copy_into(path, f))
+        return False
+    big = super_resolve_image(model, img, scale, tile=tile, overlap=overlap, device=device)
+    fmt = sniff_format(path) or "png"
+    _atomic_replace(target, lambda f: save_image(big, f, fmt))
+    return True
+
+
+def _failed(summary: FolderSummary, rel: Path, reason: str, *warning) -> None:
+    """One image not done: counted, listed with ``reason`` and logged (``warning``: the log call's arguments)."""
+    summary.failed += 1
+    summary.failures.append((str(rel), reason))
+    log.warning(*warning)
+
+
 def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Module, scale: int,
                          max_area: int = DEFAULT_MAX_AREA, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                          device: Optional[Union[str, torch.device]] = None, in_place: bool = False,
@@ -122,50 +160,26 @@ def super_resolve_folder(src: PathLike, dst: Optional[PathLike], model: nn.Modul
     t0 = time.time()
     images, skipped = find_images(src)
     summary = FolderSummary()
-    for item in skipped:
-        # An image-named file that is empty or not an image is an unreadable image; anything else (a CSV, a
-        # README) is simply not ours to copy.
-        if item.path.suffix.lower() in IMAGE_EXTENSIONS:
-            if strict:
-                raise UnreadableImageError(item.path, item.reason)
-            summary.failed += 1
-            summary.failures.append((str(item.path.relative_to(src)), item.reason))
-            log.warning("skipped %s: %s", item.path, item.reason)
-        else:
-            summary.not_images += 1
-    if summary.not_images:
-        log.info("%d file(s) under %s are not images and are not copied", summary.not_images, src)
+    _note_skipped(skipped, src, strict, summary)
     for path in tqdm(images, desc="super-resolve", unit="img", disable=not progress):
         rel = path.relative_to(src)
         try:
             target = path if in_place else output_path(dst, rel)
-            img = open_image(path)
-            if not needs_enlarging(img.size, max_area):
-                if not in_place:
-                    _atomic_replace(target, lambda f, src=path: _copy_into(src, f))
+            if _enlarge_one(path, target, model, scale, max_area, tile, overlap, device, in_place):
+                summary.enlarged += 1
+            else:
                 summary.copied += 1
-                continue
-            big = super_resolve_image(model, img, scale, tile=tile, overlap=overlap, device=device)
-            fmt = sniff_format(path) or "png"
-            _atomic_replace(target, lambda f, im=big, fm=fmt: save_image(im, f, fm))
-            summary.enlarged += 1
         except UnreadableImageError as e:
             if strict:
                 raise
-            summary.failed += 1
-            summary.failures.append((str(rel), e.reason))
-            log.warning("skipped %s: %s", path, e.reason)
+            _failed(summary, rel, e.reason, "skipped %s: %s", path, e.reason)
         except InputError as e:  # a symlinked folder inside the output: refused, nothing written there
             if strict:
                 raise
-            summary.failed += 1
-            summary.failures.append((str(rel), str(e)))
-            log.warning("not written: %s", e)
+            _failed(summary, rel, str(e), "not written: %s", e)
         except OSError as e:  # a failed write (disk full, permissions): the original is intact
             if strict:
                 raise
-            summary.failed += 1
-            summary.failures.append((str(rel), f"write failed: {e}"))
-            log.warning("could not write %s: %s", target, e)
+            _failed(summary, rel, f"write failed: {e}", "could not write %s: %s", target, e)
     summary.seconds = time.time() - t0
     return summary
