@@ -94,50 +94,14 @@ def _base_urls(values, sources) -> dict:
 
 def main(args: argparse.Namespace) -> dict:
     """Search; returns the summary (per-class detail in the report JSON)."""
-    from data_tools.licenses import parse_license_filter
-    from data_tools.search import class_names, make_backend, search_images
+    from data_tools.search import search_images
     from ws_dan.common.io import InputError
     from ws_dan.common.runtime import fail, setup_logging
-    from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
     try:
-        sources = [s.strip().lower() for s in args.source.split(",") if s.strip()]
-        unknown = [s for s in sources if s not in SOURCES]
-        if not sources or unknown:
-            fail(f"--source {args.source}: expected one or more of {', '.join(SOURCES)}")
-        if args.classes is not None and not args.classes:
-            fail("--classes needs at least one class name")
-        params = {}
-        for kv in args.param:
-            key, sep, value = kv.partition("=")
-            if not sep or not key.strip():
-                fail(f"--param {kv!r}: expected KEY=VALUE")
-            params[key.strip()] = value
-        base_urls = _base_urls(args.api_base_url, sources)
-        backends = []
-        for name in sources:
-            licenses = parse_license_filter(args.license if args.license or name != "google" else ["all"])
-            kw = dict(base_url=base_urls.get(name), min_interval=args.min_interval, timeout=args.timeout,
-                      retries=args.retries, backoff=args.backoff, licenses=licenses, params=dict(params))
-            if name == "google":
-                kw["params"].update({"safe": args.safe})
-                if args.img_type:
-                    kw["params"]["imgType"] = args.img_type
-                if args.img_size:
-                    kw["params"]["imgSize"] = args.img_size
-                if kw["base_url"] is None:
-                    kw.pop("base_url")
-            if name == "commons":
-                kw["category"] = args.commons_category
-            backends.append(make_backend(name, **kw))
-        classes = None
-        if args.classes:
-            known = set(class_names(args.data_dir))
-            missing = [c for c in args.classes if c not in known]
-            if missing:
-                fail(f"{args.data_dir}: no class folder(s) {', '.join(map(repr, missing))}")
-            classes = args.classes
+        backends = _backends(args)  # one per --source, each with its licences, parameters and limits
+        classes = _classes(args)  # --classes checked against the class folders, or None: all of them
         s = search_images(args.data_dir, args.output, backends, per_class=args.per_class,
                           template=args.query_template, classes=classes, resume=args.resume,
                           overwrite=args.overwrite, progress=args.progress)
@@ -145,12 +109,7 @@ def main(args: argparse.Namespace) -> dict:
         fail(str(e))
     except KeyboardInterrupt:
         fail(f"interrupted; the classes done so far are in {args.output}: rerun with --resume", code=130)
-    print(format_table([["classes", s["classes"]], ["classes searched", s["classes_complete"]],
-                        ["URLs", s["urls"]], ["fewest URLs for a class", s["fewest_results"]],
-                        ["API requests", s["requests"]]], ["", "count"]))
-    print(f"URL list: {s['output']} (report: {s['report']})")
-    for name, why in list(s["classes_incomplete"].items())[:10]:
-        print(f"  incomplete: {name}: {why}")
+    _print_summary(s)
     if s["stopped"]:
         fail(f"stopped early: {s['stopped']}; {len(s['classes_left'])} class(es) left: rerun with --resume once "
              f"the quota is available again", code=1)
@@ -158,6 +117,67 @@ def main(args: argparse.Namespace) -> dict:
         fail(f"{len(s['classes_incomplete'])} class(es) incomplete (see {s['report']}): rerun with --resume",
              code=1)
     return s
+
+
+def _backends(args: argparse.Namespace) -> list:
+    from data_tools.licenses import parse_license_filter
+    from data_tools.search import make_backend
+    from ws_dan.common.runtime import fail
+
+    sources = [s.strip().lower() for s in args.source.split(",") if s.strip()]
+    unknown = [s for s in sources if s not in SOURCES]
+    if not sources or unknown:
+        fail(f"--source {args.source}: expected one or more of {', '.join(SOURCES)}")
+    if args.classes is not None and not args.classes:
+        fail("--classes needs at least one class name")
+    params = {}
+    for kv in args.param:
+        key, sep, value = kv.partition("=")
+        if not sep or not key.strip():
+            fail(f"--param {kv!r}: expected KEY=VALUE")
+        params[key.strip()] = value
+    base_urls = _base_urls(args.api_base_url, sources)
+    backends = []
+    for name in sources:
+        licenses = parse_license_filter(args.license if args.license or name != "google" else ["all"])
+        kw = dict(base_url=base_urls.get(name), min_interval=args.min_interval, timeout=args.timeout,
+                  retries=args.retries, backoff=args.backoff, licenses=licenses, params=dict(params))
+        if name == "google":
+            kw["params"].update({"safe": args.safe})
+            if args.img_type:
+                kw["params"]["imgType"] = args.img_type
+            if args.img_size:
+                kw["params"]["imgSize"] = args.img_size
+            if kw["base_url"] is None:
+                kw.pop("base_url")
+        if name == "commons":
+            kw["category"] = args.commons_category
+        backends.append(make_backend(name, **kw))
+    return backends
+
+
+def _classes(args: argparse.Namespace):
+    from data_tools.search import class_names
+    from ws_dan.common.runtime import fail
+
+    if not args.classes:
+        return None
+    known = set(class_names(args.data_dir))
+    missing = [c for c in args.classes if c not in known]
+    if missing:
+        fail(f"{args.data_dir}: no class folder(s) {', '.join(map(repr, missing))}")
+    return args.classes
+
+
+def _print_summary(s: dict) -> None:
+    from ws_dan.common.tables import format_table
+
+    print(format_table([["classes", s["classes"]], ["classes searched", s["classes_complete"]],
+                        ["URLs", s["urls"]], ["fewest URLs for a class", s["fewest_results"]],
+                        ["API requests", s["requests"]]], ["", "count"]))
+    print(f"URL list: {s['output']} (report: {s['report']})")
+    for name, why in list(s["classes_incomplete"].items())[:10]:
+        print(f"  incomplete: {name}: {why}")
 
 
 if __name__ == "__main__":
