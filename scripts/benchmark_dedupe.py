@@ -95,19 +95,28 @@ def _sources(folders):
 def _quality(args, out: Path, workers: int, report: dict) -> dict:
     """Recall / precision on the altered copies; returns {method: (hashing images/s, scores at the default)}."""
     from data_tools.dedupe import DEFAULT_THRESHOLD, hash_images
-    from data_tools.dedupe_eval import (
-        evaluate,
-        evaluate_hash64,
-        evaluate_single_phash,
-        imagededup_phash,
-        legacy_hash_images,
-        make_altered_copies,
-        time_search,
-    )
-    from ws_dan.common.runtime import fail
-    from ws_dan.common.tables import format_table
+    from data_tools.dedupe_eval import make_altered_copies, time_search
 
     log = logging.getLogger("benchmark_dedupe")
+    sources, origin, same = _photos(args)  # the source photos, their --data-dir, the --same-photo pairs
+    items = make_altered_copies(sources, out / "images", progress=args.progress)
+    paths = [it.path for it in items]
+    hashed = hash_images(paths, workers=workers, progress=args.progress, digests=False)
+    log.info("hashed %d images in %.1f s on %d processes: %.1f images/s", len(hashed), hashed.seconds, workers,
+             hashed.images_per_second)
+    report.update({"sources": len(sources), "images": len(items), "hash_seconds": round(hashed.seconds, 2),
+                   "images_per_second": round(hashed.images_per_second, 2), "unreadable": len(hashed.skipped),
+                   "results": []})
+    rows = _score_subsets(args, hashed, items, sources, origin, same, workers, report["results"])
+    speed = time_search(args.synthetic, threshold=DEFAULT_THRESHOLD, workers=workers)
+    report["synthetic_search"] = speed
+    _print_quality(rows, report, hashed, speed, workers)
+    return _method_scores(args, out, hashed, items, same, workers)
+
+
+def _photos(args) -> tuple[list[Path], list[str], list[tuple[int, int]]]:
+    from ws_dan.common.runtime import fail
+
     sources, origin = [], []
     for d, images in zip(args.data_dir, _sources(args.data_dir)):
         sources += [img.path for img in images]
@@ -119,14 +128,15 @@ def _quality(args, out: Path, workers: int, report: dict) -> dict:
             same.append((index[Path(a).resolve()], index[Path(b).resolve()]))
         except KeyError as e:
             fail(f"--same-photo {e.args[0]}: not one of the source photos")
-    items = make_altered_copies(sources, out / "images", progress=args.progress)
-    paths = [it.path for it in items]
-    hashed = hash_images(paths, workers=workers, progress=args.progress, digests=False)
-    log.info("hashed %d images in %.1f s on %d processes: %.1f images/s", len(hashed), hashed.seconds, workers,
-             hashed.images_per_second)
-    report.update({"sources": len(sources), "images": len(items), "hash_seconds": round(hashed.seconds, 2),
-                   "images_per_second": round(hashed.images_per_second, 2), "unreadable": len(hashed.skipped),
-                   "results": []})
+    return sources, origin, same
+
+
+def _score_subsets(args, hashed, items, sources: list[Path], origin: list[str], same: list, workers: int,
+                   results_out: list) -> list[list]:
+    """Each method (one pHash; the finder at each --thresholds value) on all sources together and, with several
+    --data-dir, on each alone; the results appended to ``results_out``, the table rows returned."""
+    from data_tools.dedupe_eval import evaluate, evaluate_single_phash
+
     rows = []
     subsets = {"all": None}
     if len(args.data_dir) > 1:
@@ -142,12 +152,16 @@ def _quality(args, out: Path, workers: int, report: dict) -> dict:
         for name, r in results:
             r = dict(r, subset=subset, method=name,
                      wrong_photo_pairs=[(str(sources[a]), str(sources[b])) for a, b in r["wrong_group_pairs"]])
-            report["results"].append(r)
+            results_out.append(r)
             rows.append([subset, name, r["images"], f"{r['copy_recall']:.4f}", f"{r['pair_recall']:.4f}",
                          f"{r['pair_precision']:.4f}", f"{r['copies_in_original_group']:.4f}",
                          f"{r['group_pair_precision']:.4f}", r["wrong_pairs"], r["search_seconds"]])
-    speed = time_search(args.synthetic, threshold=DEFAULT_THRESHOLD, workers=workers)
-    report["synthetic_search"] = speed
+    return rows
+
+
+def _print_quality(rows: list[list], report: dict, hashed, speed: dict, workers: int) -> None:
+    from ws_dan.common.tables import format_table
+
     print(format_table(rows, ["set", "method", "images", "copy recall", "pair recall", "pair precision",
                               "copies in group", "group precision", "wrong pairs", "search s"]))
     print()
@@ -165,14 +179,21 @@ def _quality(args, out: Path, workers: int, report: dict) -> dict:
           f"{speed['planted_copies']}")
     print()
 
-    # The same altered copies scored for each compared method, at its default threshold.
+
+def _method_scores(args, out: Path, hashed, items, same: list, workers: int) -> dict:
+    """The same altered copies scored for each compared method, at its default threshold:
+    {method: (hashing images/s, scores)}."""
+    import time
+
+    from data_tools.dedupe import DEFAULT_THRESHOLD
+    from data_tools.dedupe_eval import evaluate, evaluate_hash64, imagededup_phash, legacy_hash_images
+
+    paths = [it.path for it in items]
     quality = {"draft": (hashed.images_per_second, evaluate(hashed, items, DEFAULT_THRESHOLD, same, workers))}
     if "old" in args.methods:
         old = legacy_hash_images(paths, workers=workers, progress=args.progress)
         quality["old"] = (old.images_per_second, evaluate(old, items, DEFAULT_THRESHOLD, same, workers))
     if "imagededup" in args.methods:
-        import time
-
         start = time.perf_counter()
         try:
             found, _ = imagededup_phash([out / "images"], workers, threshold=None)
