@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from data_tools.parallel import Progress, track
-from ws_dan.common.io import InputError, PathLike, read_csv_rows, sha256_file, write_csv, write_json
+from ws_dan.common.io import (
+    InputError,
+    PathLike,
+    WriteError,
+    os_error_message,
+    read_csv_rows,
+    sha256_file,
+    write_csv,
+    write_json,
+)
 from ws_dan.common.outputs import is_within, move_file, output_path, real_path, unique_path
 
 LOG = logging.getLogger(__name__)
@@ -301,7 +310,10 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
             counts["changed"] += 1
             problems.append(f"{dest}: changed since it was added (or not a plain file); left in place")
         else:
-            dest.unlink()
+            try:
+                dest.unlink()
+            except OSError as e:
+                raise WriteError(dest, e.strerror or str(e), e.errno, "remove it") from None
             counts["removed"] += 1
     for p in problems:
         LOG.warning(p)
@@ -325,8 +337,10 @@ def run_undo(undo: Callable[..., dict], manifest_path: PathLike, progress: Progr
         fail(f"--undo MANIFEST takes no {' / '.join(not_with)}")
     try:
         counts = undo(manifest_path, progress=progress)
-    except InputError as e:
+    except InputError as e:  # also a write the disk refused (WriteError)
         fail(str(e))
+    except OSError as e:
+        fail(os_error_message(e, manifest_path))
     print(format_table([[k, v] for k, v in counts.items() if k != "problems"], ["undo", "files"]))
     if counts["problems"]:
         fail(f"{len(counts['problems'])} file(s) {left}; see the warnings above", code=1)

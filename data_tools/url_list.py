@@ -116,54 +116,67 @@ def read_url_list(path, default_class: Optional[str] = None) -> list[UrlItem]:
     line without a class, or no URL at all. The URLs are not checked here (a bad one becomes a failed row).
     """
     path = Path(path)
-    items: list[UrlItem] = []
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".txt"
-                       and not p.name.startswith("."))
-        if not files:
-            raise InputError(f"{path}: expected a folder with one <class>.txt file of URLs per class; found no "
-                                f".txt file")
-        for f in files:
-            for n, line in enumerate(_read_text(f).splitlines(), 1):
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    items.append(_item(line, f.stem, f"{f}:{n}"))
+        items = _read_folder(path)
     elif path.is_file():
-        text = _read_text(path)
-        lines = text.splitlines()
-        first = next((ln for ln in lines if ln.strip()), "")
-        delimiter = "\t" if "\t" in first and "," not in first else ","
-        header = next(csv.reader([first], delimiter=delimiter)) if first else []
-        url_col = _find_column(header, URL_COLUMNS)
-        if url_col is not None and "://" not in first:
-            class_col = _find_column(header, CLASS_COLUMNS)
-            if class_col is None and default_class is None:
-                raise InputError(f"{path}: CSV has a URL column but no class column (expected one of "
-                                    f"{', '.join(CLASS_COLUMNS)}; found {', '.join(header)})")
-            reader = csv.reader(io.StringIO(text.lstrip("\r\n")), delimiter=delimiter)  # quoted newlines stay
-            next(reader)
-            meta_cols = [(name, _find_column(header, (name,))) for name in LICENSE_FIELDS]
-            meta_cols = [(name, col) for name, col in meta_cols if col is not None]
-            for row in reader:
-                if not row or not any(c.strip() for c in row):
-                    continue
-                url = row[url_col].strip() if url_col < len(row) else ""
-                label = row[class_col].strip() if class_col is not None and class_col < len(row) else ""
-                meta = {name: row[col].strip() for name, col in meta_cols if col < len(row) and row[col].strip()}
-                items.append(_item(url, label or default_class, f"{path}:{reader.line_num}", meta))
-        else:
-            for n, line in enumerate(lines, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                url, label = _split_line(line)
-                items.append(_item(url, label or default_class, f"{path}:{n}"))
+        items = _read_file(path, default_class)
     else:
         raise InputError(f"{path}: expected a CSV or text file of image URLs, or a folder of <class>.txt files; "
-                            f"found {'nothing (the path does not exist)' if not path.exists() else 'something else'}")
+                         f"found {'nothing (the path does not exist)' if not path.exists() else 'something else'}")
     if not items:
         raise InputError(f"{path}: no URLs found")
     _check_folder_collisions(items)
+    return items
+
+
+def _read_folder(path: Path) -> list[UrlItem]:
+    """Every ``<class>.txt`` of the folder, one URL per line."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".txt"
+                   and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{path}: expected a folder with one <class>.txt file of URLs per class; found no "
+                         f".txt file")
+    items = []
+    for f in files:
+        for n, line in enumerate(_read_text(f).splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                items.append(_item(line, f.stem, f"{f}:{n}"))
+    return items
+
+
+def _read_file(path: Path, default_class: Optional[str]) -> list[UrlItem]:
+    """A CSV with a header naming a URL column (the licence columns carried along), else a text file."""
+    text = _read_text(path)
+    lines = text.splitlines()
+    first = next((ln for ln in lines if ln.strip()), "")
+    delimiter = "\t" if "\t" in first and "," not in first else ","
+    header = next(csv.reader([first], delimiter=delimiter)) if first else []
+    url_col = _find_column(header, URL_COLUMNS)
+    items = []
+    if url_col is None or "://" in first:
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            url, label = _split_line(line)
+            items.append(_item(url, label or default_class, f"{path}:{n}"))
+        return items
+    class_col = _find_column(header, CLASS_COLUMNS)
+    if class_col is None and default_class is None:
+        raise InputError(f"{path}: CSV has a URL column but no class column (expected one of "
+                         f"{', '.join(CLASS_COLUMNS)}; found {', '.join(header)})")
+    reader = csv.reader(io.StringIO(text.lstrip("\r\n")), delimiter=delimiter)  # quoted newlines stay
+    next(reader)
+    meta_cols = [(name, _find_column(header, (name,))) for name in LICENSE_FIELDS]
+    meta_cols = [(name, col) for name, col in meta_cols if col is not None]
+    for row in reader:
+        if not row or not any(c.strip() for c in row):
+            continue
+        url = row[url_col].strip() if url_col < len(row) else ""
+        label = row[class_col].strip() if class_col is not None and class_col < len(row) else ""
+        meta = {name: row[col].strip() for name, col in meta_cols if col < len(row) and row[col].strip()}
+        items.append(_item(url, label or default_class, f"{path}:{reader.line_num}", meta))
     return items
 
 

@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> dict:
     """Score (and quarantine, or undo); returns the summary (also in OUTPUT_DIR/clean_report.json)."""
     from data_tools.clean import clean_images, undo_clean
     from data_tools.manifest import run_undo
-    from ws_dan.common.io import InputError
+    from ws_dan.common.io import InputError, os_error_message
     from ws_dan.common.runtime import default_workers, fail, setup_logging
     from ws_dan.common.tables import format_table
     from ws_dan.models.checkpoint import CheckpointError
@@ -68,8 +68,10 @@ def main(args: argparse.Namespace) -> dict:
                          quarantine_dir=args.quarantine_dir, batch_size=args.batch_size, workers=workers,
                          device=args.device, contact_max=args.contact_max, progress=args.progress,
                          overwrite=args.overwrite)
-    except (InputError, CheckpointError, RuntimeError) as e:
+    except (InputError, CheckpointError, RuntimeError) as e:  # InputError: also a refused write, a locked folder
         fail(str(e))
+    except OSError as e:
+        fail(os_error_message(e, output_dir))
     except KeyboardInterrupt:
         fail(f"interrupted; moves already made are recorded in {Path(output_dir) / 'quarantine_manifest.csv'} "
              f"(--undo restores them)", code=130)

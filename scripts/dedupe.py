@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> dict:
     from data_tools.dedupe import run_dedupe, undo_quarantine
     from data_tools.manifest import run_undo
     from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError
+    from ws_dan.common.io import InputError, os_error_message
     from ws_dan.common.runtime import fail, setup_logging
     from ws_dan.common.tables import format_table
 
@@ -66,8 +66,10 @@ def main(args: argparse.Namespace) -> dict:
                                query_dir=args.query, threshold=args.threshold, action=args.action, link=args.link,
                                exact_only=args.exact_only, contact_groups=args.contact_groups, workers=args.workers,
                                progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:
+    except (InputError, UnreadableImageError) as e:  # also a write the disk refused, a folder another run holds
         fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
+    except OSError as e:
+        fail(os_error_message(e, args.output_dir))
     except KeyboardInterrupt:
         fail(f"interrupted; rerun the same command to finish {args.output_dir} (a quarantine already started is "
              f"recorded in its manifest)", code=130)

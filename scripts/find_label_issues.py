@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> dict:
     """Check the labels (or undo a quarantine); returns the summary (also in label_issues_report.json)."""
     from data_tools.label_review import find_label_issues_in_folder, train_settings, undo_label_quarantine
     from data_tools.manifest import run_undo
-    from ws_dan.common.io import InputError
+    from ws_dan.common.io import InputError, os_error_message
     from ws_dan.common.runtime import fail, setup_logging
     from ws_dan.training.recipe import TrainSetupError
     from ws_dan.training.trainer import TrainingError, TrainingInterrupted
@@ -72,8 +72,10 @@ def main(args: argparse.Namespace) -> dict:
         s = find_label_issues_in_folder(args.data_dir, args.save_dir, settings, folds=args.folds, seed=args.seed,
                                         method=args.filter_by, top=args.top, action=args.action,
                                         overwrite=args.overwrite, progress=args.progress)
-    except (InputError, TrainSetupError, TrainingError) as e:
+    except (InputError, TrainSetupError, TrainingError) as e:  # InputError: also a refused write, a locked folder
         fail(str(e))
+    except OSError as e:
+        fail(os_error_message(e, args.save_dir))
     except TrainingInterrupted:
         print(f"interrupted; the folds finished so far are kept in {args.save_dir} (rerun the command to resume)")
         raise SystemExit(130) from None

@@ -91,6 +91,7 @@ def main(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import os_error_message
     from ws_dan.common.owned_files import OutputError
     from ws_dan.common.runtime import amp_dtype, fail, parse_gpu_ids, resolve_device, setup_logging, wrap_data_parallel
     from ws_dan.data.datasets import DatasetError, ImageDataset, SkipLog, build_transform, make_loader
@@ -123,7 +124,7 @@ def main(args: argparse.Namespace) -> dict:
     except (CheckpointError, DatasetError, OutputError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be created
-        fail(f"{e.filename or out_dir}: {e.strerror or e}")
+        fail(os_error_message(e, out_dir))
     try:
         gpu_ids = parse_gpu_ids(args.gpu_ids)
         device = resolve_device(args.device, gpu_ids)
@@ -186,9 +187,9 @@ def main(args: argparse.Namespace) -> dict:
         if args.sr_model:
             extra.update(sr_model=str(args.sr_model), super_resolved_images=n_small)
         metrics = metrics_record(scores, len(rows), len(skip_log), **extra)
-    writer.write(rows, result.probabilities, scores, metrics, names)
     row_of = {int(idx): r for idx, r in zip(result.indices, rows)}
     try:
+        writer.write(rows, result.probabilities, scores, metrics, names)
         for n, (idx, attention) in enumerate(result.attention):
             writer.heatmap(n, dataset.samples[idx][0], attention, row_of[int(idx)])
         if args.report:
@@ -197,6 +198,8 @@ def main(args: argparse.Namespace) -> dict:
                           flip=args.tta)
     except OutputError as e:
         fail(str(e))
+    except OSError as e:  # a full disk, a read-only folder: one line naming the file (WriteError)
+        fail(os_error_message(e, out_dir))
     writer.finish()
 
     if len(skip_log):

@@ -37,6 +37,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's metrics row (also written to metrics.csv)."""
+    from ws_dan.common.io import InputError, os_error_message
     from ws_dan.common.runtime import fail, seed_everything
     from ws_dan.training import distributed as dist
     from ws_dan.training import recipe
@@ -65,8 +66,10 @@ def main(args: argparse.Namespace) -> dict:
         recipe.write_report(settings, model, config, inputs, datasets, optim, info, row["epoch"])  # report.html
         recipe.log_done(trainer, inputs)
         return row
-    except (TrainSetupError, TrainingError) as e:
+    except (TrainSetupError, TrainingError, InputError) as e:  # InputError: also a checkpoint the disk refused
         fail(str(e))
+    except OSError as e:  # e.g. a save folder that cannot be created, or train.log in a read-only folder
+        fail(os_error_message(e, settings.save_dir))
     except TrainingInterrupted:
         raise SystemExit(130) from None
     finally:

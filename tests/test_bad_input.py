@@ -155,3 +155,100 @@ def test_predict_with_a_broken_checkpoint(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         _predict(tiny_data / "test", tmp_path / "broken.pt", tmp_path / "out")
     assert "broken.pt: not a readable PyTorch checkpoint" in _error(capsys)
+
+
+# --------------------------------------------------------------------------------------------------------
+# A write the disk refuses: one error line naming the file and the system's reason, no temporary file left
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("how", ["torch_runtime_error", "os_error"])
+def test_a_full_disk_during_the_checkpoint_write_is_one_line(data, tmp_path, capsys, monkeypatch, how):
+    import errno
+    import os
+    from collections import namedtuple
+
+    import torch
+
+    from ws_dan.models import checkpoint
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if how == "os_error":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 0))
+    save = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        _train(data, save)
+    lines = _error_lines(_error(capsys))
+    assert info.value.code == 2 and lines == [f"error: {save / 'last.pt'}: cannot write: No space left on device"]
+    assert not (save / "last.pt").exists() and not list(save.glob(".*.tmp"))
+
+
+def test_a_torch_write_failure_with_room_on_the_disk_names_torchs_reason(tmp_path, monkeypatch):
+    import torch
+
+    from ws_dan.common.io import WriteError
+    from ws_dan.models.checkpoint import save_checkpoint
+
+    def fails(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", fails)
+    (tmp_path / "last.pt").write_bytes(b"the previous checkpoint")
+    with pytest.raises(WriteError, match=r"last.pt: cannot write: torch could not write the file \(Pytorch"):
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
+    assert (tmp_path / "last.pt").read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_read_only_save_folder_is_one_line(data, tmp_path, capsys, monkeypatch):
+    """As root (CI) chmod does not stop a write: the read-only filesystem is simulated at mkdir."""
+    import errno
+    import os
+    from pathlib import Path
+
+    save = tmp_path / "ro" / "run"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self == save:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(SystemExit) as info:
+        _train(data, save)
+    lines = _error_lines(_error(capsys))
+    assert info.value.code == 2 and lines == [f"error: {save}: cannot create the save folder: Read-only file system"]
+
+
+def test_save_attention_of_a_250_byte_image_name(tiny_data, checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    long_name = "c" * 246 + ".jpg"  # 250 bytes: the heatmap's and the writer's temporary names must be shortened
+    shutil.copy(next((tiny_data / "test").rglob("*.jpg")), folder / long_name)
+    shutil.copy(next((tiny_data / "test").rglob("*.jpg")), folder / "short.jpg")
+    _predict(folder, checkpoint, tmp_path / "out", "--save-attention", "2")
+    names = sorted(p.name for p in (tmp_path / "out" / "attention").iterdir())
+    assert len(names) == 2 and all(len(n.encode()) <= 255 for n in names), names
+    assert any(n.startswith("0001_short") or n.startswith("0000_short") for n in names)
+    assert not list((tmp_path / "out").rglob(".*.tmp"))
+
+
+def test_heatmap_names_of_long_image_names_fit_and_stay_distinct():
+    from ws_dan.evaluation.prediction import heatmap_name
+
+    a, b = "é" * 120 + "a.jpg", "é" * 120 + "b.jpg"
+    names = {heatmap_name(0, a), heatmap_name(0, b)}
+    assert len(names) == 2 and all(len(n.encode()) < 120 for n in names)
+    assert heatmap_name(3, "photos/car.jpg") == "attention/0003_car.png"  # a short name is kept as it is

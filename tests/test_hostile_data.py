@@ -9,6 +9,7 @@ undo manifests, outputs overlapping inputs, interrupted writes.
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import shutil
@@ -424,3 +425,119 @@ def test_split_names_an_empty_class_folder(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "Empty" in r.getMessage()]
     assert len(lines) == 1 and "no images" in lines[0] and "\n" not in lines[0]
     assert s["empty_class_folders"] == [str(src / "Empty")] and s["classes"] == 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 14. a write the disk refuses is one line naming the path, and leaves no temporary file
+
+
+def _hidden_temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*.tmp")]
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _copy_half_then_enospc(src, dst, *args, **kwargs):
+    Path(dst).write_bytes(Path(src).read_bytes()[:10])  # half a file, then the disk is full
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.fixture
+def two_groups(tmp_path):
+    data = tmp_path / "data"
+    for cls in ("A", "B"):
+        (data / cls).mkdir(parents=True)
+        for k in range(3):
+            photo(k + (10 if cls == "B" else 0), (64, 48)).save(data / cls / f"{k}.png")
+    shutil.copy(data / "A" / "0.png", data / "A" / "0_copy.png")
+    return data
+
+
+@pytest.mark.parametrize("tool", ["dedupe", "split_dataset"])
+def test_a_full_disk_while_copying_is_one_line_and_leaves_no_temporary_file(two_groups, tmp_path, capsys,
+                                                                            monkeypatch, tool):
+    out = tmp_path / "out"
+    argv = {"dedupe": ["--dd", str(two_groups), "--od", str(out), "--action", "copy-unique"],
+            "split_dataset": ["--source", str(two_groups), "--od", str(out), "--test-ratio", "0.5"]}[tool]
+    before = snapshot(two_groups)
+    monkeypatch.setattr(shutil, "copy2", _copy_half_then_enospc)
+    with pytest.raises(SystemExit) as info:
+        run_script(tool, argv + FLAGS)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "No space left on device" in err and str(out) in err and "Errno" not in err
+    copies = [p for p in out.rglob("*.png") if p.name != "contact_sheet.png"]
+    assert _hidden_temp_files(out) == [] and copies == []  # nothing half-written under a final name
+    assert snapshot(two_groups) == before
+
+
+def test_a_full_disk_while_writing_a_report_is_one_line_and_leaves_no_temporary_file(two_groups, tmp_path, capsys,
+                                                                                    monkeypatch):
+    from ws_dan.common import io
+
+    out = tmp_path / "out"
+    real_fsync = io.os.fsync
+    calls = []
+
+    def fsync_then_full(fd):
+        calls.append(fd)
+        if len(calls) > 1:  # the output folder's marker is written; then the disk is full
+            _enospc()
+        real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", fsync_then_full)
+    with pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--dd", str(two_groups), "--od", str(out), *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "duplicates.csv: cannot write: No space left" in err
+    assert _hidden_temp_files(out) == [] and not (out / "duplicates.csv").exists()
+
+
+@pytest.mark.parametrize("tool", ["dedupe", "split_dataset"])
+def test_a_read_only_output_folder_is_one_line(two_groups, tmp_path, capsys, monkeypatch, tool):
+    """As root (CI) chmod does not stop a write: the read-only filesystem is simulated at mkdir."""
+    out = tmp_path / "ro" / "out"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self == out or out in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    argv = {"dedupe": ["--dd", str(two_groups), "--od", str(out)],
+            "split_dataset": ["--source", str(two_groups), "--od", str(out)]}[tool]
+    with pytest.raises(SystemExit) as info:
+        run_script(tool, argv + FLAGS)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert f"{out}: cannot create the output folder: Read-only file system" in err
+
+
+def test_a_quarantine_in_a_read_only_data_folder_moves_nothing_and_says_so(two_groups, tmp_path, capsys,
+                                                                          monkeypatch):
+    before = snapshot(two_groups)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "link", read_only)
+    monkeypatch.setattr(os, "rename", read_only)
+    with pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--dd", str(two_groups), "--od", str(tmp_path / "q"), "--action", "quarantine",
+                              "--exact-only", *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert "Read-only file system" in err and f"cannot move {two_groups / 'A'}" in err
+    assert snapshot(two_groups) == before and not (two_groups / ".ws_dan.lock").exists()
+
+
+def test_a_250_byte_name_gets_a_temporary_name_that_fits(tmp_path):
+    from ws_dan.common.io import write_json
+
+    name = "é" * 60 + "x" * 125 + ".json"  # 250 bytes in UTF-8: the temporary name must be cut
+    assert len(name.encode()) == 250
+    write_json(tmp_path / name, {"ok": 1})
+    assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -17,6 +17,8 @@ that none of them can damage a user's data by accident, whatever links the folde
 * Links are never followed to write, and never copied as links: :func:`copy_file` copies (or hard-links) the
   file a symlink points to, so ``--link`` never makes a dangling link; :func:`move_file` moves the path itself
   (a symlink moves as a link, its target stays) and never replaces anything.
+* A write the disk or the folder refuses (full, read-only, a name too long) is one line naming the path and the
+  system's reason (``ws_dan.common.io.WriteError``), never a traceback, and leaves no temporary file behind.
 
 Standard library only, so worker processes that import it start fast.
 """
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from ws_dan.common.io import InputError, PathLike, atomic_path, free_temp_name, write_json
+from ws_dan.common.io import InputError, PathLike, atomic_path, free_temp_name, make_folder, write_error, write_json
 
 #: Left in an output folder while a tool runs; present after a crash or Ctrl-C, removed when the job completes.
 MARKER_NAME = ".incomplete.json"
@@ -89,7 +91,7 @@ def prepare_output_dir(output_dir: PathLike, inputs: Sequence[PathLike] = (), *,
                 hint = " (it holds an interrupted run with different settings)"
             raise InputError(f"{out}: the output folder exists and is not empty{hint}; choose a new folder or "
                              f"pass --overwrite to write into it")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "the output folder")
     if resuming:
         remove_stale_temp_files(out)
     write_marker(out, tool, settings)
@@ -152,7 +154,7 @@ def output_path(root: PathLike, rel: PathLike) -> Path:
     root, rel = Path(root), Path(rel)
     if rel.is_absolute() or ".." in rel.parts:
         raise InputError(f"{rel}: expected a path inside {root}")
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     folder = root
     for part in rel.parent.parts:
         folder = folder / part
@@ -162,7 +164,7 @@ def output_path(root: PathLike, rel: PathLike) -> Path:
         if not folder.is_dir():
             if os.path.lexists(folder):
                 raise InputError(f"{folder}: expected a folder inside {root}, found a file")
-            folder.mkdir(exist_ok=True)
+            make_folder(folder)
     return root / rel
 
 
@@ -220,12 +222,22 @@ def move_file(src: PathLike, dst: PathLike) -> None:
     link then an unlink (``link`` fails on an existing name, so no race can make it replace a file; the inode and
     times are kept), or a rename where the filesystem has no hard links. Across filesystems the file (or link) is
     copied under a temporary name beside ``dst``, linked into place, and only then removed from ``src``.
-    Raises FileExistsError when ``dst`` exists.
+    Raises FileExistsError when ``dst`` exists, :class:`~ws_dan.common.io.WriteError` when the disk or the folder
+    refuses the move (full, read-only); nothing is left at ``dst`` then.
     """
     src, dst = Path(src), Path(dst)
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, "already exists; refusing to replace it", str(dst))
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dst.parent)
+    try:
+        _move(src, dst)
+    except (FileExistsError, FileNotFoundError):
+        raise
+    except OSError as e:
+        raise write_error(dst, e, f"move {src} there") from None
+
+
+def _move(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst, follow_symlinks=False)
     except FileExistsError:
@@ -237,7 +249,7 @@ def move_file(src: PathLike, dst: PathLike) -> None:
             os.rename(src, dst)  # no hard links here (EPERM, ENOTSUP...): dst was checked above
             return
     else:
-        os.unlink(src)
+        _unlink_source(src, dst)
         return
     tmp = free_temp_name(dst)
     try:
@@ -248,7 +260,16 @@ def move_file(src: PathLike, dst: PathLike) -> None:
         os.link(tmp, dst, follow_symlinks=False)
     finally:
         tmp.unlink(missing_ok=True)
-    os.unlink(src)
+    _unlink_source(src, dst)
+
+
+def _unlink_source(src: Path, dst: Path) -> None:
+    # The file is at both places now; if its folder will not let it go (read-only), the move did not happen.
+    try:
+        os.unlink(src)
+    except OSError:
+        os.unlink(dst)
+        raise
 
 
 def save_image(image: Any, dst: PathLike, format: str, **params: Any) -> None:

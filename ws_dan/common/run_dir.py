@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Optional
 
-from ws_dan.common.io import InputError, PathLike
+from ws_dan.common.io import InputError, PathLike, make_folder
 from ws_dan.common.outputs import is_within, real_path
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def prepare_run_dir(save_dir: PathLike, data_dirs: Iterable[Optional[PathLike]] 
     """:func:`check_run_dir`, then create the folder, remove stale temporary files and, with ``overwrite``
     (and no ``resume``), the previous run's files. Returns the folder."""
     save_dir = check_run_dir(save_dir, data_dirs, resume, overwrite, extra)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(save_dir, "the save folder")  # read-only, full...: one line (WriteError) naming it
     for p in stale_temp_files(save_dir, extra):
         log.info("removing %s (a temporary file left by an interrupted run)", p)
         p.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ a scanned input folder is refused (its heatmaps would be predicted on the next r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -137,9 +138,22 @@ def metrics_record(scores: Scores, num_images: int, skipped_images: int, **extra
     return {"num_images": num_images, "skipped_images": skipped_images, **scores.summary, **extra}
 
 
+#: The longest image stem (UTF-8 bytes) a heatmap's name keeps whole (a file name may have 255 bytes at most).
+HEATMAP_STEM_BYTES = 80
+
+
 def heatmap_name(n: int, path: PathLike) -> str:
-    """``attention/NNNN_<image stem>.png``: numbered, so two images with the same name do not collide."""
-    return f"{ATTENTION_DIR}/{n:04d}_{Path(path).stem}.png"
+    """``attention/NNNN_<image stem>.png``: numbered, so two images with the same name do not collide.
+
+    A stem over :data:`HEATMAP_STEM_BYTES` bytes is cut there and followed by ``~`` and 8 hex digits of its
+    SHA-1, so every name fits the filesystem (with room for the writer's temporary name) however long the
+    photo's name is."""
+    stem = Path(path).stem
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) > HEATMAP_STEM_BYTES:
+        digest = hashlib.sha1(raw).hexdigest()[:8]
+        stem = raw[:HEATMAP_STEM_BYTES].decode("utf-8", "ignore") + "~" + digest
+    return f"{ATTENTION_DIR}/{n:04d}_{stem}.png"
 
 
 def heatmap_title(path: PathLike, row: dict[str, str]) -> str:

@@ -22,9 +22,12 @@ needs to unpickle code: a checkpoint from an untrusted source cannot execute any
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
+import os
 import random
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -37,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from ws_dan import __version__
-from ws_dan.common.io import PathLike, atomic_write
+from ws_dan.common.io import PathLike, WriteError, atomic_write
 from ws_dan.models.wsdan import MAX_DETAIL_SCALE, METHODS, ModelConfig, create_model
 
 log = logging.getLogger(__name__)
@@ -55,13 +58,45 @@ def save_checkpoint(path: PathLike, state: dict[str, Any], kind: str = "wsdan") 
 
     A crash while writing leaves the previous file intact and no half-written file behind. Ctrl-C (SIGINT)
     during the write is deferred until the file is complete and renamed, then raised as KeyboardInterrupt:
-    interrupting torch.save's zip writer midway ended in a RuntimeError and no checkpoint at all.
+    interrupting torch.save's zip writer midway ended in a RuntimeError and no checkpoint at all. A write the disk
+    refuses (full, read-only) raises :class:`~ws_dan.common.io.WriteError`, one line naming ``path`` and the
+    reason, also when torch reports it as its zip writer's RuntimeError; the previous file is kept.
     """
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "version": __version__, **state}
-    with deferred_sigint(f"writing {path}"), atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    try:
+        with deferred_sigint(f"writing {path}"), atomic_write(path, "wb") as f:
+            torch.save(state, f)
+    except RuntimeError as e:
+        if not is_write_failure(e):
+            raise
+        raise WriteError(path, *write_failure_reason(path, e)) from None
     return path
+
+
+#: Words of torch's zip writer when the file under it fails ("[enforce fail at inline_container.cc:...]
+#: PytorchStreamWriter failed writing file data/0: file write failed").
+_TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "unexpected pos")
+#: Free bytes below which a failed write is put down to a full disk.
+_NEARLY_FULL = 64 << 20
+
+
+def is_write_failure(e: BaseException) -> bool:
+    """Whether ``e`` (a RuntimeError of torch.save) is its writer failing to write the file."""
+    return isinstance(e, RuntimeError) and any(w in str(e) for w in _TORCH_WRITE_FAILURES)
+
+
+def write_failure_reason(path: PathLike, e: BaseException) -> tuple[str, Optional[int]]:
+    """The reason for torch's write failure ``e`` at ``path``, and its errno where known: torch's message names no
+    cause, so a disk with (almost) no room left is taken as the cause; else the message's last part."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < _NEARLY_FULL:
+        return os.strerror(errno.ENOSPC), errno.ENOSPC
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"torch could not write the file ({first.split(']')[-1].strip(' .')})", None
 
 
 @contextlib.contextmanager
