@@ -34,7 +34,7 @@ from data_tools.parallel import Progress
 from ws_dan.common.dataset_folders import DatasetImage, scan_dataset
 from ws_dan.common.images import SkippedFile
 from ws_dan.common.io import InputError as InputError
-from ws_dan.common.outputs import check_not_nested, finish_output_dir, prepare_output_dir
+from ws_dan.common.outputs import check_not_nested, finish_output_dir, folder_lock, prepare_output_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -232,10 +232,9 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
     ``output_dir`` (new or empty, outside ``data_dir``) receives clean_scores.csv (sorted by p_unwanted,
     highest first), contact_sheet.png (the images to remove), clean_report.json and, for ``quarantine``,
     quarantine_manifest.csv; the images move to ``quarantine_dir`` (default ``output_dir/quarantine``) under
-    ``<class>/unwanted/``. Returns the summary.
+    ``<class>/unwanted/``; ``data_dir`` is locked from the scan on (a second quarantine of it is refused in
+    one line naming the holder's pid). Returns the summary.
     """
-    from ws_dan.common.io import write_csv, write_json
-
     if action not in ACTIONS:
         raise InputError(f"--action {action}: expected one of {', '.join(ACTIONS)}")
     if not 0.0 <= threshold <= 1.0:
@@ -252,6 +251,17 @@ def clean_images(data_dir, ckpt_path, output_dir, threshold: float = DEFAULT_THR
         check_not_nested(qdir, [data_dir])
     settings = {"data_dir": str(data_dir.resolve()), "ckpt": str(Path(ckpt_path).resolve()), "threshold": threshold,
                 "action": action, "quarantine_dir": str(qdir.resolve())}
+    # A quarantine moves files the scan found: no other run may move files there from the scan on.
+    with folder_lock([data_dir] if action == "quarantine" else [], tool="clean_images --action quarantine"):
+        return _clean(data_dir, ckpt_path, out, qdir, settings, threshold, action, batch_size, workers, device,
+                      contact_max, progress, overwrite)
+
+
+def _clean(data_dir: Path, ckpt_path, out: Path, qdir: Path, settings: dict, threshold: float, action: str,
+           batch_size: int, workers: int, device: str, contact_max: int, progress: Progress,
+           overwrite: bool) -> dict:
+    from ws_dan.common.io import write_csv, write_json
+
     prepare_output_dir(out, [data_dir], overwrite=overwrite, tool="clean_images", settings=settings)
 
     images, skipped = scan_dataset(data_dir, splits=False)

@@ -210,10 +210,9 @@ def find_label_issues_in_folder(data_dir: PathLike, save_dir: PathLike, settings
     """Cross-validate the class folders of ``data_dir``, flag and rank the probable label errors, write the
     outputs listed in the module docstring to ``save_dir`` and, for ``action="quarantine"``, move the flagged
     images out. ``settings``: the recipe's for every fold (:func:`train_settings`). Returns the summary (also in
-    label_issues_report.json)."""
-    from data_tools.label_issues import confident_joint, estimated_noise_rate, find_label_issues, per_class_thresholds
-    from data_tools.out_of_sample import kfold_out_of_sample
-    from ws_dan.common.io import atomic_write, write_csv, write_json
+    label_issues_report.json). With ``action="quarantine"`` ``data_dir`` is locked throughout (a second run
+    moving files there is refused in one line naming the holder's pid)."""
+    from ws_dan.common.outputs import folder_lock
 
     if action not in ACTIONS:
         raise InputError(f"--action {action}: expected one of {', '.join(ACTIONS)}")
@@ -221,6 +220,17 @@ def find_label_issues_in_folder(data_dir: PathLike, save_dir: PathLike, settings
         raise InputError(f"--filter-by {method}: expected one of {', '.join(METHODS)}")
     data_dir, save_dir = Path(data_dir), Path(save_dir)
     check_save_dir(save_dir, data_dir, overwrite)
+    # A quarantine moves files the scan found: no other run may move files there from the scan on.
+    with folder_lock([data_dir] if action == "quarantine" else [], tool="find_label_issues --action quarantine"):
+        return _find_in_folder(data_dir, save_dir, settings, folds, seed, method, top, action, overwrite, progress)
+
+
+def _find_in_folder(data_dir: Path, save_dir: Path, settings: TrainSettings, folds: int, seed: int, method: str,
+                    top: int, action: str, overwrite: bool, progress: Any) -> dict[str, Any]:
+    from data_tools.label_issues import confident_joint, estimated_noise_rate, find_label_issues, per_class_thresholds
+    from data_tools.out_of_sample import kfold_out_of_sample
+    from ws_dan.common.io import atomic_write, write_csv, write_json
+
     found = labelled_images(data_dir)
     LOG.info("%s: %d images in %d classes; %d-fold cross-validation", found.root, len(found.images),
              len(found.class_names), folds)

@@ -10,7 +10,9 @@ of), ``quarantine`` (where they went) or ``added`` (the folder files were added 
 * a file is moved back only when its content is the recorded SHA-256 (a symlink: the recorded link text), and
   never over an existing file (``ws_dan.common.outputs.move_file``); undo restores byte for byte;
 * undoing an addition deletes only a regular file inside ``added`` whose SHA-256 is the recorded one;
-* a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.common.io.InputError` line.
+* a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.common.io.InputError` line;
+* a quarantine and an undo lock the data folders (``ws_dan.common.outputs.folder_lock``): a second run moving
+  files in the same folder is refused in one line naming the folder and the holder's pid.
 
 Quarantine moves the path it reports (a symlink moves as a link, its target stays), never a file outside the
 data folders, and never a file an image that stays links to (the kept copy of a duplicate group must survive).
@@ -37,7 +39,7 @@ from ws_dan.common.io import (
     write_csv,
     write_json,
 )
-from ws_dan.common.outputs import is_within, move_file, output_path, real_path, unique_path
+from ws_dan.common.outputs import folder_lock, is_within, move_file, output_path, real_path, unique_path
 
 LOG = logging.getLogger(__name__)
 
@@ -133,92 +135,113 @@ def quarantine_files(moves: Sequence[tuple[PathLike, PathLike, dict]], data_root
                      keep: Iterable[PathLike] = (), tool: str = "", progress: Progress = False) -> dict:
     """Move each ``(path, path relative to quarantine_dir, extra columns)`` of ``moves`` into ``quarantine_dir``.
 
-    The roots and the manifest (absolute paths, SHA-256, size, link text) are written before anything moves, and
-    rows of an earlier run are kept, so :func:`undo_moves` can restore everything even after a crash half-way.
-    Never replaces a file. Left where they are (and counted): a path outside ``data_roots``, and a regular file
-    that a path of ``keep`` (the images that stay) resolves to. Returns the counts and paths.
+    The data folders are locked for the whole call (``folder_lock``; a caller that planned the moves from a scan
+    should hold the lock from before the scan). The roots and the manifest (absolute paths, SHA-256, size, link
+    text) are written before anything moves, and rows of an earlier run are kept, so :func:`undo_moves` can
+    restore everything even after a crash half-way. Never replaces a file. Left where they are (and counted): a
+    path outside ``data_roots``, a regular file that a path of ``keep`` (the images that stay) resolves to, and a
+    path that is gone since it was planned. Returns the counts and paths.
     """
     qdir = Path(os.path.abspath(quarantine_dir))
     manifest_path = Path(manifest_path)
     data_roots = [Path(os.path.abspath(r)) for r in data_roots]
-    kept_targets = {real_path(k) for k in keep}
-    old_rows = read_manifest(manifest_path, MOVE_REQUIRED, "a quarantine manifest") if manifest_path.is_file() else []
-    # Rows of an interrupted run whose file never moved are planned again below; drop the stale ones.
-    old_rows = [r for r in old_rows
-                if os.path.lexists(r["quarantined"]) or not os.path.lexists(r["original"])]
-    taken = {str(Path(r["quarantined"])).lower() for r in old_rows}
-    plan, refused = [], []
-    for src, rel, extra in moves:
-        src = Path(os.path.abspath(src))  # not resolved: a symlink is moved as the link
-        if not _inside(src, data_roots):
-            refused.append(f"{src}: outside the data folder(s) {', '.join(map(str, data_roots))}; not moved")
-            continue
-        if not src.is_symlink() and real_path(src) in kept_targets:
-            refused.append(f"{src}: an image that stays links to it; not moved")
-            continue
-        dst = unique_path(qdir / rel, taken)
-        while os.path.lexists(dst):  # left from an earlier run that the manifest does not know about
-            dst = unique_path(dst, taken, tag="q")
-        link = os.readlink(src) if src.is_symlink() else ""
-        plan.append({**extra, "original": str(src), "quarantined": str(dst), "sha256": sha256_file(src),
-                     "bytes": src.stat().st_size, "link": link})
-    for line in refused:
-        LOG.warning(line)
-    write_roots(manifest_path, tool, {"original": data_roots, "quarantine": [qdir]})
-    write_csv(manifest_path, old_rows + plan, list(fields))
-    moved = 0
-    for row in track(plan, total=len(plan), desc="quarantine", progress=progress):
-        dst = output_path(qdir, Path(row["quarantined"]).relative_to(qdir))
-        move_file(row["original"], dst)
-        moved += 1
-    return {"moved": moved, "not_moved": len(refused), "manifest": str(manifest_path), "quarantine_dir": str(qdir)}
+    with folder_lock(data_roots, tool):
+        kept_targets = {real_path(k) for k in keep}
+        old_rows = (read_manifest(manifest_path, MOVE_REQUIRED, "a quarantine manifest")
+                    if manifest_path.is_file() else [])
+        # Rows of an interrupted run whose file never moved are planned again below; drop the stale ones.
+        old_rows = [r for r in old_rows
+                    if os.path.lexists(r["quarantined"]) or not os.path.lexists(r["original"])]
+        taken = {str(Path(r["quarantined"])).lower() for r in old_rows}
+        plan, refused = [], []
+        for src, rel, extra in moves:
+            src = Path(os.path.abspath(src))  # not resolved: a symlink is moved as the link
+            if not _inside(src, data_roots):
+                refused.append(f"{src}: outside the data folder(s) {', '.join(map(str, data_roots))}; not moved")
+                continue
+            if not os.path.lexists(src):
+                refused.append(f"{src}: gone since it was found (moved or deleted meanwhile); not moved")
+                continue
+            if not src.is_symlink() and real_path(src) in kept_targets:
+                refused.append(f"{src}: an image that stays links to it; not moved")
+                continue
+            try:
+                link = os.readlink(src) if src.is_symlink() else ""
+                digest, size = sha256_file(src), src.stat().st_size
+            except OSError as e:
+                refused.append(f"{src}: cannot read it ({e.strerror or e}); not moved")
+                continue
+            dst = unique_path(qdir / rel, taken)
+            while os.path.lexists(dst):  # left from an earlier run that the manifest does not know about
+                dst = unique_path(dst, taken, tag="q")
+            plan.append({**extra, "original": str(src), "quarantined": str(dst), "sha256": digest, "bytes": size,
+                         "link": link})
+        for line in refused:
+            LOG.warning(line)
+        write_roots(manifest_path, tool, {"original": data_roots, "quarantine": [qdir]})
+        write_csv(manifest_path, old_rows + plan, list(fields))
+        moved, gone = 0, 0
+        for row in track(plan, total=len(plan), desc="quarantine", progress=progress):
+            dst = output_path(qdir, Path(row["quarantined"]).relative_to(qdir))
+            try:
+                move_file(row["original"], dst)
+            except FileNotFoundError:  # removed between the plan and its move; undo counts it as missing
+                LOG.warning("%s: gone before it could be moved; not moved", row["original"])
+                gone += 1
+                continue
+            moved += 1
+    return {"moved": moved, "not_moved": len(refused) + gone, "manifest": str(manifest_path),
+            "quarantine_dir": str(qdir)}
 
 
 def undo_moves(manifest_path: PathLike, progress: Progress = False) -> dict:
     """Move every quarantined file of ``manifest_path`` back to where it was (see the module docstring).
 
-    Safe to run twice and after an interrupted quarantine: a file already back in place is counted, not moved;
-    a quarantined file whose content changed, or whose original place is taken, is left where it is; a row
-    outside the recorded roots is refused. Each such row gets one warning line, also returned in ``problems``.
+    The data folders are locked meanwhile. Safe to run twice and after an
+    interrupted quarantine: a file already back in place is counted, not moved; a quarantined file whose content
+    changed, or whose original place is taken, is left where it is; a row outside the trusted folders is refused.
+    Each such row gets one warning line, also returned in ``problems``.
     """
     what = "a quarantine manifest CSV written by dedupe.py or clean_images.py"
     rows = read_manifest(manifest_path, MOVE_REQUIRED, what)
     roots = read_roots(manifest_path, "quarantine manifest")
     counts = {"restored": 0, "already_in_place": 0, "missing": 0, "changed": 0, "blocked": 0, "refused": 0}
     problems = []
-    for n, row in track(list(reversed(list(enumerate(rows, 2)))), total=len(rows), desc="undo", progress=progress):
-        if not all(row.get(k) for k in MOVE_REQUIRED):
-            counts["refused"] += 1
-            problems.append(f"{manifest_path}: line {n}: missing original, quarantined or sha256; row refused")
-            continue
-        original, moved = Path(row["original"]), Path(row["quarantined"])
-        if not _inside(original, roots.get("original", [])) or not _inside(moved, roots.get("quarantine", [])):
-            counts["refused"] += 1
-            problems.append(f"{manifest_path}: line {n}: {moved} -> {original}: outside the quarantine and data "
-                            f"folders the manifest recorded; row refused")
-            continue
-        if os.path.lexists(original):
-            if _is_same(original, row):
-                counts["already_in_place"] += 1
-            else:
+    with folder_lock([r for r in roots.get("original", []) if r.is_dir()], "undo"):
+        for n, row in track(list(reversed(list(enumerate(rows, 2)))), total=len(rows), desc="undo",
+                            progress=progress):
+            if not all(row.get(k) for k in MOVE_REQUIRED):
+                counts["refused"] += 1
+                problems.append(f"{manifest_path}: line {n}: missing original, quarantined or sha256; row refused")
+                continue
+            original, moved = Path(row["original"]), Path(row["quarantined"])
+            if not _inside(original, roots.get("original", [])) or not _inside(moved, roots.get("quarantine", [])):
+                counts["refused"] += 1
+                problems.append(f"{manifest_path}: line {n}: {moved} -> {original}: outside the quarantine and "
+                                f"data folders the manifest recorded; row refused")
+                continue
+            if os.path.lexists(original):
+                if _is_same(original, row):
+                    counts["already_in_place"] += 1
+                else:
+                    counts["blocked"] += 1
+                    problems.append(f"{original}: another file is in the way; {moved} left in quarantine")
+                continue
+            if not os.path.lexists(moved):
+                counts["missing"] += 1
+                problems.append(f"{moved}: missing from the quarantine folder (and not back at {original})")
+                continue
+            if not _is_same(moved, row):
+                counts["changed"] += 1
+                problems.append(f"{moved}: content changed since it was quarantined; left where it is")
+                continue
+            try:
+                move_file(moved, original)
+            except FileExistsError:  # appeared since the check above
                 counts["blocked"] += 1
                 problems.append(f"{original}: another file is in the way; {moved} left in quarantine")
-            continue
-        if not os.path.lexists(moved):
-            counts["missing"] += 1
-            problems.append(f"{moved}: missing from the quarantine folder (and not back at {original})")
-            continue
-        if not _is_same(moved, row):
-            counts["changed"] += 1
-            problems.append(f"{moved}: content changed since it was quarantined; left where it is")
-            continue
-        try:
-            move_file(moved, original)
-        except FileExistsError:  # appeared since the check above
-            counts["blocked"] += 1
-            problems.append(f"{original}: another file is in the way; {moved} left in quarantine")
-            continue
-        counts["restored"] += 1
+                continue
+            counts["restored"] += 1
     for p in problems:
         LOG.warning(p)
     return {**counts, "problems": problems}
@@ -297,24 +320,25 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
     roots = read_roots(added_csv, "addition list").get("added", [])
     counts = {"removed": 0, "already_gone": 0, "changed": 0, "refused": 0}
     problems = []
-    for n, row in track(list(enumerate(rows, 2)), total=len(rows), desc="undo", progress=progress):
-        dest = Path(row.get("dest") or "")
-        if not row.get("dest") or not row.get("sha256") or not _inside(dest, roots):
-            counts["refused"] += 1
-            problems.append(f"{row.get('dest') or f'{added_csv}: line {n}'}: not a file the merge added inside "
-                            f"{', '.join(map(str, roots))}; row refused")
-            continue
-        if not os.path.lexists(dest):
-            counts["already_gone"] += 1
-        elif not _is_same(dest, {"sha256": row["sha256"]}):
-            counts["changed"] += 1
-            problems.append(f"{dest}: changed since it was added (or not a plain file); left in place")
-        else:
-            try:
-                dest.unlink()
-            except OSError as e:
-                raise WriteError(dest, e.strerror or str(e), e.errno, "remove it") from None
-            counts["removed"] += 1
+    with folder_lock([r for r in roots if r.is_dir()], "undo"):
+        for n, row in track(list(enumerate(rows, 2)), total=len(rows), desc="undo", progress=progress):
+            dest = Path(row.get("dest") or "")
+            if not row.get("dest") or not row.get("sha256") or not _inside(dest, roots):
+                counts["refused"] += 1
+                problems.append(f"{row.get('dest') or f'{added_csv}: line {n}'}: not a file the merge added inside "
+                                f"{', '.join(map(str, roots))}; row refused")
+                continue
+            if not os.path.lexists(dest):
+                counts["already_gone"] += 1
+            elif not _is_same(dest, {"sha256": row["sha256"]}):
+                counts["changed"] += 1
+                problems.append(f"{dest}: changed since it was added (or not a plain file); left in place")
+            else:
+                try:
+                    dest.unlink()
+                except OSError as e:
+                    raise WriteError(dest, e.strerror or str(e), e.errno, "remove it") from None
+                counts["removed"] += 1
     for p in problems:
         LOG.warning(p)
     return {**counts, "problems": problems}
@@ -337,7 +361,7 @@ def run_undo(undo: Callable[..., dict], manifest_path: PathLike, progress: Progr
         fail(f"--undo MANIFEST takes no {' / '.join(not_with)}")
     try:
         counts = undo(manifest_path, progress=progress)
-    except InputError as e:  # also a write the disk refused (WriteError)
+    except InputError as e:  # also a write the disk refused (WriteError), or a folder locked by another run
         fail(str(e))
     except OSError as e:
         fail(os_error_message(e, manifest_path))

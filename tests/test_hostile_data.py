@@ -541,3 +541,98 @@ def test_a_250_byte_name_gets_a_temporary_name_that_fits(tmp_path):
     assert len(name.encode()) == 250
     write_json(tmp_path / name, {"ok": 1})
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 15. one run at a time moves files in a folder
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """Start a process holding the lock of a folder; returns a function (folder) -> its pid."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    procs = []
+
+    def hold(folder: Path) -> int:
+        code = ("import sys\nfrom ws_dan.common.outputs import folder_lock\n"
+                "with folder_lock([sys.argv[1]], 'dedupe --action quarantine'):\n"
+                "    print('locked', flush=True)\n    sys.stdin.read()\n")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=root,
+                                env={**os.environ, "PYTHONPATH": str(root)})
+        assert proc.stdout.readline().strip() == "locked"
+        procs.append(proc)
+        return proc.pid
+
+    yield hold
+    for proc in procs:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_a_second_quarantine_of_a_folder_in_use_is_refused_in_one_line(two_groups, tmp_path, capsys, lock_holder):
+    before = snapshot(two_groups)
+    pid = lock_holder(two_groups)
+    with pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--dd", str(two_groups), "--od", str(tmp_path / "q2"), "--action", "quarantine",
+                              "--exact-only", *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert f"{two_groups.resolve()}: in use by dedupe --action quarantine (pid {pid})" in err
+    assert not (tmp_path / "q2").exists()  # refused before anything was written
+    # a report only reads: it runs beside the quarantine
+    run_script("dedupe", ["--dd", str(two_groups), "--od", str(tmp_path / "report"), *FLAGS])
+    after = snapshot(two_groups)
+    after.pop(".ws_dan.lock")  # the holder's
+    assert after == before
+
+
+def test_a_folder_inside_or_around_a_folder_in_use_is_refused_too(two_groups, tmp_path, capsys, lock_holder):
+    pid = lock_holder(two_groups / "A")
+    with pytest.raises(SystemExit):
+        run_script("dedupe", ["--dd", str(two_groups), "--od", str(tmp_path / "q"), "--action", "quarantine",
+                              *FLAGS])
+    err = capsys.readouterr().err
+    assert f"(pid {pid})" in err and err.count("\n") == 1
+    assert (two_groups / "A" / "0_copy.png").is_file()
+
+
+def test_undo_while_the_folder_is_in_use_is_refused(manifests, tmp_path, capsys, lock_holder):
+    rows = list(csv.DictReader(open(manifests["dedupe"], newline="")))
+    pid = lock_holder(tmp_path / "data")
+    with pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--undo", str(manifests["dedupe"]), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"(pid {pid})" in err and err.count("\n") == 1
+    assert Path(rows[0]["quarantined"]).is_file() and not Path(rows[0]["original"]).exists()
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(two_groups, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (two_groups / ".ws_dan.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                                         "tool": "dedupe"}))
+    s = run_script("dedupe", ["--dd", str(two_groups), "--od", str(tmp_path / "q"), "--action", "quarantine",
+                              "--exact-only", *FLAGS])
+    assert s["quarantine"]["moved"] == 1
+    assert not (two_groups / ".ws_dan.lock").exists()  # released when the run ended
+
+
+def test_a_file_gone_since_the_scan_is_counted_not_a_traceback(two_groups, tmp_path, caplog):
+    from data_tools.manifest import quarantine_files
+
+    gone = two_groups / "A" / "0_copy.png"
+    moves = [(gone, "A/0_copy.png", {}), (two_groups / "B" / "0.png", "B/0.png", {})]
+    gone.unlink()  # another program removed it after the plan was made
+    with caplog.at_level(logging.WARNING):
+        s = quarantine_files(moves, [two_groups], tmp_path / "q", tmp_path / "m.csv")
+    assert s["moved"] == 1 and s["not_moved"] == 1
+    assert any("gone since it was found" in r.getMessage() for r in caplog.records)

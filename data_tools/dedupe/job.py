@@ -11,7 +11,7 @@ from data_tools.dedupe.search import DEFAULT_THRESHOLD, check_threshold
 from data_tools.parallel import Progress
 from ws_dan.common.dataset_folders import skipped_rows
 from ws_dan.common.io import InputError, write_csv, write_json
-from ws_dan.common.outputs import finish_output_dir, prepare_output_dir
+from ws_dan.common.outputs import finish_output_dir, folder_lock, prepare_output_dir
 
 ACTIONS = ("report", "copy-unique", "quarantine")
 DUPLICATE_FIELDS = ("group", "role", "kind", "distance", "path", "side", "split", "label", "width", "height",
@@ -27,7 +27,8 @@ def run_dedupe(output_dir, data_dir=None, reference_dir=None, query_dir=None, th
     ``output_dir`` receives ``duplicates.csv`` (a row per image in a group, keeper first), ``label_conflicts.csv``,
     ``skipped.csv``, ``contact_sheet.png`` (first ``contact_groups`` groups) and ``dedupe_report.json``. Action
     ``copy-unique`` adds ``unique/`` (the images to keep); ``quarantine`` moves the duplicates into
-    ``quarantine/`` and writes ``quarantine_manifest.csv`` for ``undo_quarantine``.
+    ``quarantine/`` and writes ``quarantine_manifest.csv`` for ``undo_quarantine``; its scanned folders are
+    locked from the scan on (a second quarantine of them is refused in one line naming the holder's pid).
     Returns the report and the summary.
     """
     if action not in ACTIONS:
@@ -43,6 +44,15 @@ def run_dedupe(output_dir, data_dir=None, reference_dir=None, query_dir=None, th
             raise InputError(f"{d}: expected a folder of images, found "
                                 f"{'nothing (the path does not exist)' if not Path(d).exists() else 'a file'}")
     out = Path(output_dir)
+    # A quarantine moves files the search found: no other run may move files there from the scan on.
+    with folder_lock(inputs if action == "quarantine" else [], tool="dedupe --action quarantine"):
+        return _run(out, inputs, data_dir, reference_dir, query_dir, threshold, action, link, exact_only,
+                    contact_groups, workers, progress, strict, overwrite)
+
+
+def _run(out: Path, inputs: list, data_dir, reference_dir, query_dir, threshold: int, action: str, link: bool,
+         exact_only: bool, contact_groups: int, workers: Optional[int], progress: Progress, strict: bool,
+         overwrite: bool) -> tuple[DuplicateReport, dict]:
     settings = {"inputs": [str(Path(d).resolve()) for d in inputs], "threshold": threshold, "action": action,
                 "exact_only": exact_only}
     resuming = prepare_output_dir(out, inputs, overwrite=overwrite, tool="dedupe", settings=settings)

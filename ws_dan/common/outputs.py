@@ -17,6 +17,9 @@ that none of them can damage a user's data by accident, whatever links the folde
 * Links are never followed to write, and never copied as links: :func:`copy_file` copies (or hard-links) the
   file a symlink points to, so ``--link`` never makes a dangling link; :func:`move_file` moves the path itself
   (a symlink moves as a link, its target stays) and never replaces anything.
+* A folder whose files a tool moves (a quarantine, its undo) is locked for the whole run (:func:`folder_lock`):
+  a second run on it is refused in one line naming the folder and the holder's pid, instead of finding its
+  files gone half-way.
 * A write the disk or the folder refuses (full, read-only, a name too long) is one line naming the path and the
   system's reason (``ws_dan.common.io.WriteError``), never a traceback, and leaves no temporary file behind.
 
@@ -25,16 +28,24 @@ Standard library only, so worker processes that import it start fast.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
 import os
 import shutil
-from collections.abc import Sequence
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
 from ws_dan.common.io import InputError, PathLike, atomic_path, free_temp_name, make_folder, write_error, write_json
+
+try:  # POSIX: the lock is an flock on the lock file, which the kernel drops when its process dies
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: the lock is the file itself, created O_EXCL)
+    fcntl = None  # type: ignore[assignment]
 
 #: Left in an output folder while a tool runs; present after a crash or Ctrl-C, removed when the job completes.
 MARKER_NAME = ".incomplete.json"
@@ -183,6 +194,188 @@ def unique_path(path: Path, taken: set, tag: str = "") -> Path:
             break
     taken.add(str(candidate).lower())
     return candidate
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Folder locks: one run at a time moves files in a folder
+
+#: The lock file a run that moves files holds in each folder it moves them in or out of (hidden: no scan sees it).
+LOCK_NAME = ".ws_dan.lock"
+
+
+class FolderLockedError(InputError):
+    """Another run holds the folder's lock; the message names the folder and the holder's pid."""
+
+
+#: Locks this process holds: real folder path -> [file descriptor, nesting depth]; a tool's library functions
+#: lock the same folder again inside the run that locked it.
+_HELD: dict[Path, list[int]] = {}
+
+
+def _holder(lock: Path) -> dict:
+    try:
+        data = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` runs on this machine (True when it cannot be told: the lock is kept)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if os.name == "nt":  # pragma: no cover (os.kill would send the process a signal there)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by another user
+        return True
+    return True
+
+
+def _locked_error(folder: PathLike, lock: Path, holder: dict) -> FolderLockedError:
+    host = holder.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    who = f"{holder.get('tool') or 'another run'} (pid {holder.get('pid', 'unknown')}{where})"
+    inside = "" if lock.parent == real_path(folder) else f" (it holds {lock.parent})"
+    return FolderLockedError(f"{folder}: in use by {who}, which is moving files in it{inside}; wait for it to "
+                             f"finish and run again (lock file {lock})")
+
+
+def _lock_held(lock: Path) -> bool:
+    """Whether a lock file that is not ours is held by a live run (a killed run's file is not)."""
+    if fcntl is None:  # pragma: no cover
+        holder = _holder(lock)
+        return holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid"))
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # gone meanwhile, or a link: nobody's lock
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock just taken
+    return False
+
+
+def _nested_lock(key: Path) -> Optional[Path]:
+    """A live lock of another run in a folder above ``key`` or below it (those runs move files here too)."""
+    below = []
+    for dirpath, dirnames, filenames in os.walk(key):  # links are not followed: a linked folder is not ours
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if LOCK_NAME in filenames and Path(dirpath) != key:
+            below.append(Path(dirpath))
+    for folder in [*key.parents, *below]:
+        lock = folder / LOCK_NAME
+        if folder not in _HELD and os.path.lexists(lock) and _lock_held(lock):
+            return folder
+    return None
+
+
+def _flock_soon(fd: int, tries: int = 4) -> None:
+    """An exclusive flock on ``fd``, tried a few times over 0.15 s: another run looking whether the lock is held
+    takes it shared for an instant (:func:`_lock_held`), which must not read as "in use"."""
+    for k in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if k == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
+def _acquire(folder: PathLike, tool: str) -> None:
+    key = real_path(folder)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return
+    lock = key / LOCK_NAME
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "tool": tool,
+                         "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode()
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _attempt in range(20):
+        try:
+            fd = os.open(lock, flags if fcntl is not None else flags | os.O_EXCL, 0o644)
+        except FileExistsError:  # no flock (Windows): the file is the lock; a dead holder's is stale
+            holder = _holder(lock)
+            if holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
+                lock.unlink(missing_ok=True)
+                continue
+            raise _locked_error(folder, lock, holder) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InputError(f"{lock}: is a link; expected the lock file a run makes there") from None
+            raise write_error(folder, e, "lock the folder (a run that moves files there needs to)") from None
+        if fcntl is not None:
+            try:
+                _flock_soon(fd)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise _locked_error(folder, lock, _holder(lock)) from None
+                raise write_error(folder, e, "lock the folder") from None
+            try:  # the holder may have removed the file (released) between our open and our flock
+                same = os.path.samestat(os.fstat(fd), os.stat(lock, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            # A file left by a run that died (SIGKILL, power loss): its flock went with it; the pid says whose.
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, record)
+        except OSError as e:
+            os.close(fd)
+            raise write_error(lock, e) from None
+        _HELD[key] = [fd, 1]
+        # Ours is in place before the others are looked for: of two runs on nested folders, one sees the other.
+        other = _nested_lock(key)
+        if other is not None:
+            _release(key)
+            raise _locked_error(folder, other / LOCK_NAME, _holder(other / LOCK_NAME))
+        return
+    raise _locked_error(folder, lock, _holder(lock))  # pragma: no cover (twenty runs racing for one folder)
+
+
+def _release(folder: PathLike) -> None:
+    key = real_path(folder)
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] > 0:
+        return
+    del _HELD[key]
+    with contextlib.suppress(OSError):
+        (key / LOCK_NAME).unlink()  # first, while still locked: a run waiting on this file sees it is gone
+    os.close(held[0])
+
+
+@contextlib.contextmanager
+def folder_lock(folders: Iterable[PathLike], tool: str = "") -> Iterator[None]:
+    """Hold the exclusive lock of each of ``folders`` (:data:`LOCK_NAME` inside it) for the block.
+
+    For every run that moves files in or out of a user's folder (a quarantine, its undo): a second one on the
+    same folder raises :class:`FolderLockedError` (one line naming the folder and the holder's pid) before it
+    reads anything. The lock is released when the block ends, however it ends; the lock file a killed run left is
+    recognised (its process is gone) and taken over. Locking a folder this process already holds nests. A folder
+    that cannot hold the lock file (read-only) raises :class:`~ws_dan.common.io.WriteError`.
+    """
+    taken: list[Path] = []
+    try:
+        for folder in sorted({real_path(f) for f in folders}):
+            _acquire(folder, tool)
+            taken.append(folder)
+        yield
+    finally:
+        for folder in reversed(taken):
+            _release(folder)
 
 
 # ---------------------------------------------------------------------------------------------------------------
