@@ -5,6 +5,11 @@ A manifest is a CSV (one row per file) plus a sidecar ``<manifest stem>.roots.js
 the first change, naming the folders the tool may act in: ``original`` (the data folders files were moved out
 of), ``quarantine`` (where they went) or ``added`` (the folder files were added to). Undo trusts nothing else:
 
+* the sidecar is only a pointer: files are moved back only out of a quarantine folder the tool made, which holds
+  the tool's marker (:data:`QUARANTINE_MARKER`, written when the quarantine is made) naming that folder, this
+  manifest and the data folders its files came from; only those data folders are restore destinations. A
+  hand-written manifest and sidecar naming any other folder as the quarantine are refused in one line, before
+  anything moves;
 * a row whose paths fall outside those roots (an absolute path elsewhere, ``..``, a symlinked folder leading
   out) is refused with one line naming it; nothing of it is touched;
 * a file is moved back only when its content is the recorded SHA-256 (a symlink: the recorded link text), and
@@ -33,6 +38,7 @@ from ws_dan.common.io import (
     InputError,
     PathLike,
     WriteError,
+    make_folder,
     os_error_message,
     read_csv_rows,
     sha256_file,
@@ -49,6 +55,9 @@ MOVE_FIELDS = ("original", "quarantined", "sha256", "bytes", "group", "link")
 MOVE_REQUIRED = ("original", "quarantined", "sha256")
 #: Columns of an addition list (merge_added.csv).
 ADDED_FIELDS = ("source", "dest", "class", "sha256")
+#: Written inside a quarantine folder when a tool makes it: the folder itself, the manifests that moved files
+#: into it and the data folders they came from. Undo moves files only out of a folder holding it.
+QUARANTINE_MARKER = ".ws_dan_quarantine.json"
 
 
 def roots_path(manifest_path: PathLike) -> Path:
@@ -130,17 +139,74 @@ def _is_same(path: Path, row: dict) -> bool:
 # Quarantine: moves out of the data folders, and back
 
 
+def read_quarantine_marker(quarantine_dir: PathLike) -> Optional[dict]:
+    """The tool's marker in ``quarantine_dir`` (a regular file, not a link), or None."""
+    marker = Path(quarantine_dir) / QUARANTINE_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(data, dict) and isinstance(data.get("quarantine"), str)
+          and all(isinstance(data.get(k), list) for k in ("manifests", "data_roots")))
+    return data if ok else None
+
+
+def claim_quarantine(quarantine_dir: PathLike, data_roots: Sequence[PathLike], manifest_path: PathLike,
+                     tool: str) -> None:
+    """Make ``quarantine_dir`` (or take up the one an earlier run of this manifest made) and record in its marker
+    this manifest and ``data_roots``. Refused: a folder that exists, holds other files and no marker (the
+    user's folder, not a quarantine)."""
+    qdir = Path(quarantine_dir)
+    record = read_quarantine_marker(qdir)
+    if record is None or record["quarantine"] != str(real_path(qdir)):
+        if qdir.exists() and not qdir.is_dir():
+            raise InputError(f"{qdir}: expected a quarantine folder, found a file")
+        if qdir.is_dir() and any(qdir.iterdir()):
+            raise InputError(f"{qdir}: expected a new or empty quarantine folder (or one this tool made, holding "
+                             f"{QUARANTINE_MARKER}); it holds other files: choose another folder")
+        record = {"tool": tool, "quarantine": str(real_path(qdir)), "manifests": [], "data_roots": []}
+    record["manifests"] = list(dict.fromkeys([*map(str, record["manifests"]), str(real_path(manifest_path))]))
+    record["data_roots"] = list(dict.fromkeys([*map(str, record["data_roots"]),
+                                               *(str(real_path(r)) for r in data_roots)]))
+    make_folder(qdir, "the quarantine folder")
+    write_json(qdir / QUARANTINE_MARKER, record)
+
+
+def trusted_move_roots(manifest_path: PathLike, roots: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """The folders an undo of ``manifest_path`` may act in: the recorded quarantine folders, each verified by its
+    marker (made by the tool, for this manifest), and the data folders those markers name (not the sidecar's).
+
+    :class:`InputError` (one line, nothing moved) for a recorded quarantine folder that is not such a folder: a
+    hand-written sidecar naming any other folder as the quarantine."""
+    quarantines = roots.get("quarantine", [])
+    if not quarantines:
+        raise InputError(f"{roots_path(manifest_path)}: names no quarantine folder; expected the record a "
+                         f"quarantine writes beside {Path(manifest_path).name}")
+    me, originals = str(real_path(manifest_path)), []
+    for qdir in quarantines:
+        record = read_quarantine_marker(qdir)
+        if record is None or record["quarantine"] != str(real_path(qdir)) or me not in record["manifests"]:
+            raise InputError(f"{qdir}: not a quarantine folder this tool made for {manifest_path} (no "
+                             f"{QUARANTINE_MARKER} in it naming that manifest); undo moves files only out of "
+                             f"the tool's own quarantine folders")
+        originals += [Path(p) for p in record["data_roots"]]
+    return {"original": list(dict.fromkeys(originals)), "quarantine": list(quarantines)}
+
+
+
 def quarantine_files(moves: Sequence[tuple[PathLike, PathLike, dict]], data_roots: Sequence[PathLike],
                      quarantine_dir: PathLike, manifest_path: PathLike, fields: Sequence[str] = MOVE_FIELDS,
                      keep: Iterable[PathLike] = (), tool: str = "", progress: Progress = False) -> dict:
     """Move each ``(path, path relative to quarantine_dir, extra columns)`` of ``moves`` into ``quarantine_dir``.
 
     The data folders are locked for the whole call (``folder_lock``; a caller that planned the moves from a scan
-    should hold the lock from before the scan). The roots and the manifest (absolute paths, SHA-256, size, link
-    text) are written before anything moves, and rows of an earlier run are kept, so :func:`undo_moves` can
-    restore everything even after a crash half-way. Never replaces a file. Left where they are (and counted): a
-    path outside ``data_roots``, a regular file that a path of ``keep`` (the images that stay) resolves to, and a
-    path that is gone since it was planned. Returns the counts and paths.
+    should hold the lock from before the scan). The quarantine folder's marker, the roots and the manifest
+    (absolute paths, SHA-256, size, link text) are written before anything moves, and rows of an earlier run are
+    kept, so :func:`undo_moves` can restore everything even after a crash half-way. Never replaces a file. Left
+    where they are (and counted): a path outside ``data_roots``, a regular file that a path of ``keep`` (the
+    images that stay) resolves to, and a path that is gone since it was planned. Returns the counts and paths.
     """
     qdir = Path(os.path.abspath(quarantine_dir))
     manifest_path = Path(manifest_path)
@@ -178,6 +244,7 @@ def quarantine_files(moves: Sequence[tuple[PathLike, PathLike, dict]], data_root
                          "link": link})
         for line in refused:
             LOG.warning(line)
+        claim_quarantine(qdir, data_roots, manifest_path, tool)
         write_roots(manifest_path, tool, {"original": data_roots, "quarantine": [qdir]})
         write_csv(manifest_path, old_rows + plan, list(fields))
         moved, gone = 0, 0
@@ -197,17 +264,18 @@ def quarantine_files(moves: Sequence[tuple[PathLike, PathLike, dict]], data_root
 def undo_moves(manifest_path: PathLike, progress: Progress = False) -> dict:
     """Move every quarantined file of ``manifest_path`` back to where it was (see the module docstring).
 
-    The data folders are locked meanwhile. Safe to run twice and after an
+    Only out of a quarantine folder the tool made for this manifest, into the data folders its marker names
+    (:func:`trusted_move_roots`); those data folders are locked meanwhile. Safe to run twice and after an
     interrupted quarantine: a file already back in place is counted, not moved; a quarantined file whose content
     changed, or whose original place is taken, is left where it is; a row outside the trusted folders is refused.
     Each such row gets one warning line, also returned in ``problems``.
     """
     what = "a quarantine manifest CSV written by dedupe.py or clean_images.py"
     rows = read_manifest(manifest_path, MOVE_REQUIRED, what)
-    roots = read_roots(manifest_path, "quarantine manifest")
+    roots = trusted_move_roots(manifest_path, read_roots(manifest_path, "quarantine manifest"))
     counts = {"restored": 0, "already_in_place": 0, "missing": 0, "changed": 0, "blocked": 0, "refused": 0}
     problems = []
-    with folder_lock([r for r in roots.get("original", []) if r.is_dir()], "undo"):
+    with folder_lock([r for r in roots["original"] if r.is_dir()], "undo"):
         for n, row in track(list(reversed(list(enumerate(rows, 2)))), total=len(rows), desc="undo",
                             progress=progress):
             if not all(row.get(k) for k in MOVE_REQUIRED):
@@ -215,7 +283,7 @@ def undo_moves(manifest_path: PathLike, progress: Progress = False) -> dict:
                 problems.append(f"{manifest_path}: line {n}: missing original, quarantined or sha256; row refused")
                 continue
             original, moved = Path(row["original"]), Path(row["quarantined"])
-            if not _inside(original, roots.get("original", [])) or not _inside(moved, roots.get("quarantine", [])):
+            if not _inside(original, roots["original"]) or not _inside(moved, roots["quarantine"]):
                 counts["refused"] += 1
                 problems.append(f"{manifest_path}: line {n}: {moved} -> {original}: outside the quarantine and "
                                 f"data folders the manifest recorded; row refused")

@@ -428,6 +428,91 @@ def test_split_names_an_empty_class_folder(tmp_path, caplog):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# 13. undo moves files only out of a quarantine the tool made (its marker), into the data folders it names
+
+
+def _write_forged(manifest: Path, rows: list[dict], roots: dict) -> None:
+    import json
+
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["original", "quarantined", "sha256", "bytes", "group", "link"])
+        w.writeheader()
+        w.writerows(rows)
+    manifest.with_name(manifest.stem + ".roots.json").write_text(
+        json.dumps({"tool": "dedupe", "manifest": manifest.name, "roots": roots}))
+
+
+@pytest.mark.parametrize("script", ["dedupe", "clean_images", "find_label_issues"])
+def test_undo_of_a_forged_manifest_naming_another_folder_as_the_quarantine_moves_nothing(tmp_path, capsys,
+                                                                                          script):
+    data, precious = tmp_path / "data", tmp_path / "precious"
+    (data / "A").mkdir(parents=True)
+    precious.mkdir()
+    photo(1).save(data / "A" / "a.png")
+    photo(9).save(precious / "keep_me.png")
+    before = snapshot(precious)
+    forged = tmp_path / "downloaded" / "quarantine_manifest.csv"
+    _write_forged(forged, [{"original": str(data / "A" / "stolen.png"), "quarantined": str(precious / "keep_me.png"),
+                            "sha256": sha256_file(precious / "keep_me.png"), "bytes": 1, "group": 1, "link": ""}],
+                  {"original": [str(data)], "quarantine": [str(precious)]})
+    with pytest.raises(SystemExit) as info:
+        run_script(script, ["--undo", str(forged), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(precious) in err and "not a quarantine folder this tool made" in err
+    assert snapshot(precious) == before and not (data / "A" / "stolen.png").exists()
+
+
+def test_undo_trusts_the_quarantines_marker_not_the_sidecar(manifests, tmp_path, capsys, caplog):
+    """A genuine quarantine, its sidecar edited to add a data folder and a row restoring into it: refused (the
+    marker inside the quarantine names the data folders); a forged manifest elsewhere naming the genuine
+    quarantine is refused too (the marker names the manifests that moved files there)."""
+    import json
+
+    manifest = manifests["dedupe"]
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    q_file = Path(rows[0]["quarantined"])
+    side = manifest.with_name(manifest.stem + ".roots.json")
+    record = json.loads(side.read_text())
+    record["roots"]["original"].append(str(tmp_path / "elsewhere"))
+    side.write_text(json.dumps(record))
+    _write_forged(manifest, rows + [{**rows[0], "original": str(tmp_path / "elsewhere" / "x.png")}],
+                  record["roots"])
+    with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--undo", str(manifest), "--no-progress"])
+    assert info.value.code == 1
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()][0].count("elsewhere") == 1
+    assert not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in (tmp_path / "data" / "A").iterdir()) == ["a.png", "a_copy.png"]  # genuine row
+
+    capsys.readouterr()
+    photo(5).save(q_file)  # put something back in the genuine quarantine, then point a forged manifest at it
+    forged = tmp_path / "forged" / "quarantine_manifest.csv"
+    _write_forged(forged, [{**rows[0], "original": str(tmp_path / "data" / "A" / "new.png"),
+                            "sha256": sha256_file(q_file)}], record["roots"])
+    with pytest.raises(SystemExit) as info:
+        run_script("dedupe", ["--undo", str(forged), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "not a quarantine folder this tool made for" in err and err.count("\n") == 1
+    assert q_file.is_file() and not (tmp_path / "data" / "A" / "new.png").exists()
+
+
+def test_a_quarantine_is_never_made_in_a_folder_holding_other_files(tmp_path):
+    data, qdir = tmp_path / "data", tmp_path / "mine"
+    (data / "A").mkdir(parents=True)
+    photo(1).save(data / "A" / "a.png")
+    qdir.mkdir()
+    (qdir / "notes.txt").write_text("the user's")
+    from data_tools.manifest import quarantine_files
+
+    with pytest.raises(InputError, match="expected a new or empty quarantine folder"):
+        quarantine_files([(data / "A" / "a.png", "A/a.png", {})], [data], qdir, tmp_path / "out" / "m.csv")
+    assert (data / "A" / "a.png").is_file() and not (tmp_path / "out" / "m.csv").exists()
+    assert sorted(p.name for p in qdir.iterdir()) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------------------------------------------
 # 14. a write the disk refuses is one line naming the path, and leaves no temporary file
 
 
