@@ -59,17 +59,8 @@ def cleanlab_flags(probs, labels) -> dict:
 
 def main(args: argparse.Namespace) -> list[dict]:
     """Run every mode; returns the table's rows (with the flagged indices)."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from data_tools.label_noise import jaccard, score_methods, write_noisy_copy
-    from data_tools.label_review import IMAGES_NAME, PROBS_NAME, find_label_issues_in_folder, train_settings
-    from ws_dan.common.io import InputError, read_csv_rows
     from ws_dan.common.runtime import fail, setup_logging
     from ws_dan.common.tables import format_table
-    from ws_dan.training.recipe import TrainSetupError
-    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
 
     setup_logging(verbose=args.verbose)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -80,37 +71,10 @@ def main(args: argparse.Namespace) -> list[dict]:
         fail(f"--folds {args.folds}: expected at least 2")
     table, notes, results, have_cleanlab = [], [], [], False
     for mode in modes:
-        work = Path(args.work_dir) / mode
-        try:
-            copy = write_noisy_copy(args.data_dir, work, args.fraction, mode, seed=args.seed,
-                                    similar_map=args.similar_map)
-            s = find_label_issues_in_folder(copy.root, work / "run", train_settings(args, copy.root, work / "run"),
-                                            folds=args.folds, seed=args.seed, top=48, overwrite=args.overwrite,
-                                            progress=args.progress)
-        except (InputError, TrainSetupError, TrainingError) as e:
-            fail(str(e))
-        except TrainingInterrupted:
-            raise SystemExit(130) from None
-        probs = np.load(work / "run" / PROBS_NAME).astype(np.float64)
-        images = read_csv_rows(work / "run" / IMAGES_NAME)
-        names = sorted({r["given_label"] for r in images})
-        labels = np.array([names.index(r["given_label"]) for r in images], dtype=np.int64)
-        paths = [r["path"] for r in images]
-        extra = cleanlab_flags(probs, labels)
-        have_cleanlab = bool(extra)
-        rows = score_methods(probs, labels, paths, copy.flips, METHODS, extra)
-        by_name = {r["method"]: r for r in rows}
-        for r in rows:
-            twin = by_name.get(f"cleanlab {CLEANLAB_NAMES.get(r['method'], '')}")
-            line = [mode, r["method"], r["flagged"], round(100 * r["precision"], 1), round(100 * r["recall"], 1),
-                    round(100 * r["f1"], 1)]
-            if extra:
-                line.append(round(jaccard(r["indices"], twin["indices"]), 3) if twin else "")
-            table.append(line)
-            results.append({"mode": mode, **r})
-        notes.append(f"{mode}: {len(copy.flips)} of {copy.images} labels flipped; held-out top-1 per fold "
-                     f"{', '.join(f'{v:.1f}%' for v in s['heldout_top1'].values())}; estimated noise rate "
-                     f"{100 * s['estimated_noise_rate']:.1f}%")
+        lines, rows, note, have_cleanlab = _mode(args, mode)  # a noisy copy checked, every method scored
+        table += lines
+        results += rows
+        notes.append(note)
     headers = ["mode", "method", "flagged", "precision %", "recall %", "F1 %"]
     print(format_table(table, headers + (["Jaccard vs cleanlab"] if have_cleanlab else [])))
     for line in notes:
@@ -118,6 +82,54 @@ def main(args: argparse.Namespace) -> list[dict]:
     if not have_cleanlab:
         print("(cleanlab is not importable here: its rows and the agreement column are left out)")
     return results
+
+
+def _mode(args: argparse.Namespace, mode: str) -> tuple[list[list], list[dict], str, bool]:
+    """One noise mode: a copy of the data with a share of its labels flipped that way, the label check on it, and
+    each method's flags scored against the flips. Returns the table lines, the result rows, a note on the copy
+    and whether cleanlab's rows are there."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from data_tools.label_noise import jaccard, score_methods, write_noisy_copy
+    from data_tools.label_review import IMAGES_NAME, PROBS_NAME, find_label_issues_in_folder, train_settings
+    from ws_dan.common.io import InputError, read_csv_rows
+    from ws_dan.common.runtime import fail
+    from ws_dan.training.recipe import TrainSetupError
+    from ws_dan.training.trainer import TrainingError, TrainingInterrupted
+
+    work = Path(args.work_dir) / mode
+    try:
+        copy = write_noisy_copy(args.data_dir, work, args.fraction, mode, seed=args.seed,
+                                similar_map=args.similar_map)
+        s = find_label_issues_in_folder(copy.root, work / "run", train_settings(args, copy.root, work / "run"),
+                                        folds=args.folds, seed=args.seed, top=48, overwrite=args.overwrite,
+                                        progress=args.progress)
+    except (InputError, TrainSetupError, TrainingError) as e:
+        fail(str(e))
+    except TrainingInterrupted:
+        raise SystemExit(130) from None
+    probs = np.load(work / "run" / PROBS_NAME).astype(np.float64)
+    images = read_csv_rows(work / "run" / IMAGES_NAME)
+    names = sorted({r["given_label"] for r in images})
+    labels = np.array([names.index(r["given_label"]) for r in images], dtype=np.int64)
+    paths = [r["path"] for r in images]
+    extra = cleanlab_flags(probs, labels)
+    rows = score_methods(probs, labels, paths, copy.flips, METHODS, extra)
+    by_name = {r["method"]: r for r in rows}
+    table = []
+    for r in rows:
+        twin = by_name.get(f"cleanlab {CLEANLAB_NAMES.get(r['method'], '')}")
+        line = [mode, r["method"], r["flagged"], round(100 * r["precision"], 1), round(100 * r["recall"], 1),
+                round(100 * r["f1"], 1)]
+        if extra:
+            line.append(round(jaccard(r["indices"], twin["indices"]), 3) if twin else "")
+        table.append(line)
+    note = (f"{mode}: {len(copy.flips)} of {copy.images} labels flipped; held-out top-1 per fold "
+            f"{', '.join(f'{v:.1f}%' for v in s['heldout_top1'].values())}; estimated noise rate "
+            f"{100 * s['estimated_noise_rate']:.1f}%")
+    return table, [{"mode": mode, **r} for r in rows], note, bool(extra)
 
 
 if __name__ == "__main__":
