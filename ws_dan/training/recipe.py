@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
+from ws_dan.common.cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
 from ws_dan.common.io import PathLike
 from ws_dan.common.runtime import default_workers
 
@@ -166,11 +167,21 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     drift; the seed project's names stay valid and argparse checks the bounds. Defined once here because
     train.py and train_cleaner.py both take them (a script imports no other); ``helps`` replaces the help text of
     ``model``, ``method``, ``image_size``, ``data_dir`` or ``save_dir`` for a script whose defaults differ."""
-    from ws_dan.common.cli_types import nonneg_float, nonneg_int, positive_float, positive_int, unit_float
+    helps = helps or {}
+    _model_flags(p, helps)
+    _optimization_flags(p, helps)
+    _wsdan_step_flags(p, helps)
+    _data_flags(p, helps)
+    _speed_flags(p, helps)
+    _output_flags(p, helps)
+    return p
+
+
+def _model_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "model" flags (see :func:`add_train_arguments`)."""
     from ws_dan.models.backbones import list_backbones
 
     S = TrainSettings
-    helps = helps or {}
     g = p.add_argument_group("model")
     g.add_argument("-m", "--model", default=S.model,
                    help=helps.get("model", f"backbone ({', '.join(list_backbones())}); default "
@@ -193,6 +204,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("--pretrained-path", default=S.pretrained_path,
                    help="local ImageNet weights file, for offline machines")
 
+
+def _optimization_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "optimization" flags (see :func:`add_train_arguments`)."""
+    S = TrainSettings
     g = p.add_argument_group("optimization")
     g.add_argument("-e", "--epochs", type=positive_int, default=S.epochs)
     g.add_argument("-b", "--batch-size", type=positive_int, default=S.batch_size)
@@ -240,6 +255,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("--label-smoothing", type=unit_float, default=S.label_smoothing)
     g.add_argument("--seed", type=int, default=S.seed)
 
+
+def _wsdan_step_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "WS-DAN step" flags (see :func:`add_train_arguments`)."""
+    S = TrainSettings
     g = p.add_argument_group("WS-DAN step")
     g.add_argument("--crop-theta", type=unit_float, nargs=2, default=list(S.crop_theta), metavar=("LOW", "HIGH"),
                    help="attention-crop threshold range theta_c")
@@ -256,6 +275,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
                    help="first epoch (1-based) that trains on the attention crop and drop views; before it, the "
                         f"raw view only; default {WSDAN_RECIPE['views_start_epoch']}, or the resumed run's with -c")
 
+
+def _data_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "data" flags (see :func:`add_train_arguments`)."""
+    S = TrainSettings
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", "--dd", required=True,
                    help=helps.get("data_dir", "dataset folder with train/<class>/ and test/<class>/"))
@@ -268,6 +291,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("--strict", action="store_true", default=S.strict,
                    help="stop at the first unreadable image instead of skipping it")
 
+
+def _speed_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "speed" flags (see :func:`add_train_arguments`)."""
+    S = TrainSettings
     g = p.add_argument_group("speed")
     g.add_argument("--device", default=S.device, help="auto, cpu, cuda or cuda:N")
     g.add_argument("--gpu", "--gpu-ids", dest="gpu_ids", default=S.gpu_ids,
@@ -284,6 +311,10 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
                    help="torchrun: synchronise batch-norm statistics across GPUs")
     g.add_argument("--dist-backend", default=S.dist_backend, help="torchrun: nccl (CUDA), gloo (CPU) or auto")
 
+
+def _output_flags(p: argparse.ArgumentParser, helps: dict[str, str]) -> None:
+    """train.py's "output" flags (see :func:`add_train_arguments`)."""
+    S = TrainSettings
     g = p.add_argument_group("output")
     g.add_argument("--save-dir", "--sd", required=True,
                    help=helps.get("save_dir", "folder for checkpoints, metrics and logs"))
@@ -299,7 +330,6 @@ def add_train_arguments(p: argparse.ArgumentParser, helps: Optional[dict[str, st
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=S.progress,
                    help="tqdm progress bars")
     g.add_argument("-v", "--verbose", action="store_true", default=S.verbose, help="debug logging")
-    return p
 
 
 class RunInputs(NamedTuple):
