@@ -330,7 +330,7 @@ def test_resume_continues_the_recipe_it_started_with(two_group_run, tiny_data, t
     config, model = recipe.resolve_model(settings, inputs)
     used = recipe.resolve_recipe(settings, config, inputs.resume)
     assert used == dataclasses.replace(settings, head_lr_scale=0.5, warmup_epochs=2.0, views_start_epoch=2,
-                                       logit_scale=25.0, clip_grad=2.0, clip_mode="norm")
+                                       logit_scale=25.0, clip_grad=2.0, clip_mode="norm", detail_scale=1)
     # A new run gets the recipe's clipping (the step cap); the resumed one kept its own (norm 2).
     new = recipe.resolve_recipe(dataclasses.replace(settings, ckpt=None), config)
     assert (new.clip_grad, new.clip_mode) == (0.15, "step")
