@@ -5,8 +5,8 @@ One concept per module, the way imagededup separates hashing from search:
 * :mod:`~data_tools.dedupe.hashing`: pixel digests (exact duplicates) and perceptual hashes (near ones), on
   worker processes; JPEGs decoded at reduced scale, digests only where needed;
 * :mod:`~data_tools.dedupe.resample`: PIL's LANCZOS resize, bit for bit, as matrix products (the hashes' resizes);
-* :mod:`~data_tools.dedupe.search`: the vectorised all-against-all search and the grouping of pairs;
-* :mod:`~data_tools.dedupe.report`: duplicate groups, the keeper of each, leaks, label conflicts, the contact
+* :mod:`~data_tools.dedupe.neighbours`: the vectorised all-against-all search and the grouping of pairs;
+* :mod:`~data_tools.dedupe.groups`: duplicate groups, the keeper of each, leaks, label conflicts, the contact
   sheet;
 * :mod:`~data_tools.dedupe.actions`: copy the images to keep, quarantine the extra copies (+ undo, through
   ``data_tools.manifest``);
@@ -17,6 +17,16 @@ working. The library never prints; scripts/dedupe.py is the command-line front e
 """
 
 from data_tools.dedupe.actions import MANIFEST_FIELDS, copy_unique, quarantine, undo_quarantine
+from data_tools.dedupe.groups import (
+    DuplicateGroup,
+    DuplicateReport,
+    build_report,
+    contact_sheet,
+    duplicates_contact_sheet,
+    find_duplicates,
+    find_leaks,
+    keeper_order,
+)
 from data_tools.dedupe.hashing import (
     CROP_FRACTION,
     DRAFT_DEVIATION,
@@ -34,17 +44,7 @@ from data_tools.dedupe.hashing import (
     working_reduction,
 )
 from data_tools.dedupe.job import ACTIONS, DUPLICATE_FIELDS, run_dedupe
-from data_tools.dedupe.report import (
-    DuplicateGroup,
-    DuplicateReport,
-    build_report,
-    contact_sheet,
-    duplicates_contact_sheet,
-    find_duplicates,
-    find_leaks,
-    keeper_order,
-)
-from data_tools.dedupe.search import (
+from data_tools.dedupe.neighbours import (
     DEFAULT_THRESHOLD,
     EXACT_CANDIDATE_DISTANCE,
     MAX_DISTANCE,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools.dedupe.report import DuplicateReport
+from data_tools.dedupe.groups import DuplicateReport
 from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
 from data_tools.parallel import Progress, track
 from ws_dan.common.dataset_folders import DatasetImage

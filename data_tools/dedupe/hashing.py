@@ -5,7 +5,7 @@
 * **Near** duplicates are found with four 64-bit perceptual hashes, computed on the grayscale image: pHash (low
   DCT frequencies), dHash (horizontal gradient signs), vertical dHash and wHash (Haar wavelet), the definitions
   of the ``imagehash`` library. Each is computed twice, on the whole image and on its centre with 5% cut from
-  every side (:func:`image_hashes`); ``data_tools.dedupe.search`` compares them.
+  every side (:func:`image_hashes`); ``data_tools.dedupe.neighbours`` compares them.
 
   Why: one pHash (imagededup's method) misses slightly cropped copies, because a 5% border crop rescales the
   whole picture by 10% and moves every low frequency. Comparing one image's centre with the other's whole
@@ -27,7 +27,7 @@ bit-identical to ``imagehash`` on the same working image; pHash (the DCT as two 
 (the Haar LL band at 8x8 of the mean-removed 64x64 picture is an increasing function of its 8x8 block sums) make
 the same comparisons and differ only where imagehash's float rounding breaks exact ties at random.
 The pixel digest needs the full decode: :func:`hash_images` with ``digests=False`` skips it, and
-``data_tools.dedupe.search.exact_candidates`` says which images need it (:func:`add_digests`).
+``data_tools.dedupe.neighbours.exact_candidates`` says which images need it (:func:`add_digests`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ CROP_FRACTION = 0.05
 HASH_WORKING_SIZE = 56
 #: Largest summed Hamming distance between the four whole-image hashes of a draft-decoded JPEG and those of its
 #: full decode (the measurement: docs/scale.md; tests/test_dedupe_speed.py checks it on a sample):
-#: ``data_tools.dedupe.search.EXACT_CANDIDATE_DISTANCE`` is built on it.
+#: ``data_tools.dedupe.neighbours.EXACT_CANDIDATE_DISTANCE`` is built on it.
 DRAFT_DEVIATION = 6
 
 def pixel_digest(image: Image.Image) -> str:

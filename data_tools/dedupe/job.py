@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 from data_tools.dedupe.actions import copy_unique, quarantine
-from data_tools.dedupe.report import DuplicateReport, duplicates_contact_sheet, find_duplicates, find_leaks
-from data_tools.dedupe.search import DEFAULT_THRESHOLD, check_threshold
+from data_tools.dedupe.groups import DuplicateReport, duplicates_contact_sheet, find_duplicates, find_leaks
+from data_tools.dedupe.neighbours import DEFAULT_THRESHOLD, check_threshold
 from data_tools.parallel import Progress
 from ws_dan.common.dataset_folders import skipped_rows
 from ws_dan.common.io import InputError, write_csv, write_json

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from data_tools.dedupe.hashing import HashedImages, add_digests, hash_images
-from data_tools.dedupe.search import (
+from data_tools.dedupe.neighbours import (
     DEFAULT_THRESHOLD,
     check_threshold,
     connected_groups,
