@@ -111,22 +111,9 @@ def csv_samples(
     out): a label CSV names the photos of that folder, and must not make the tool read anything else. Listed
     files that do not exist are skipped and reported like unreadable images.
     """
-    import pandas as pd
-
     csv_path, data_dir = Path(csv_path), Path(data_dir)
-    if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: label CSV not found")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise DatasetError(f"{csv_path}: not a readable CSV file ({e})") from e
+    table = _read_label_table(csv_path, headings)
     image_col, label_col = headings
-    missing_cols = [c for c in (image_col, label_col) if c not in table.columns]
-    if missing_cols:
-        raise DatasetError(
-            f"{csv_path}: missing column(s) {missing_cols}; found {list(table.columns)} "
-            f"(set the names with --csv-headings IMAGE,LABEL)"
-        )
     index = {name: i for i, name in enumerate(class_names)}
     samples: list[Sample] = []
     skipped: list[SkippedFile] = []
@@ -164,10 +151,40 @@ def csv_samples(
             skipped.append(SkippedFile(path, f"listed in {csv_path.name} (line {row}) but not found"))
             continue
         samples.append((path, target))
+    _refuse_bad_rows(csv_path, data_dir, len(class_names), unknown, outside, conflicts)
+    if repeated:
+        log.warning("%s: %d duplicate row(s) (same image, same label) counted once: line(s) %s", csv_path,
+                    len(repeated), _preview([str(r) for r in repeated]).replace("'", ""))
+    return SampleList(samples, list(class_names), skipped)
+
+
+def _read_label_table(csv_path: Path, headings: tuple[str, str]):
+    """The CSV as a table of strings with both columns present, or a DatasetError naming the file."""
+    import pandas as pd
+
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: label CSV not found")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DatasetError(f"{csv_path}: not a readable CSV file ({e})") from e
+    missing_cols = [c for c in headings if c not in table.columns]
+    if missing_cols:
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {missing_cols}; found {list(table.columns)} "
+            f"(set the names with --csv-headings IMAGE,LABEL)"
+        )
+    return table
+
+
+def _refuse_bad_rows(csv_path: Path, data_dir: Path, num_classes: int, unknown: dict[str, int],
+                     outside: list[str], conflicts: list[str]) -> None:
+    """One DatasetError for the first kind of bad row found: unknown labels, paths outside the data folder,
+    images listed with two labels."""
     if unknown:
         raise DatasetError(
             f"{csv_path}: {sum(unknown.values())} row(s) with label(s) not among the model's "
-            f"{len(class_names)} classes: {_preview(sorted(unknown))}"
+            f"{num_classes} classes: {_preview(sorted(unknown))}"
         )
     if outside:
         more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
@@ -177,10 +194,6 @@ def csv_samples(
         more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
         raise DatasetError(f"{csv_path}: {len(conflicts)} image(s) listed with conflicting labels: "
                            f"{'; '.join(conflicts[:3])}{more}")
-    if repeated:
-        log.warning("%s: %d duplicate row(s) (same image, same label) counted once: line(s) %s", csv_path,
-                    len(repeated), _preview([str(r) for r in repeated]).replace("'", ""))
-    return SampleList(samples, list(class_names), skipped)
 
 
 def unlabeled_samples(root: PathLike) -> SampleList:

@@ -502,11 +502,7 @@ def write_report(
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
     n = len(probabilities)
-    if len(images) != n or (shown is not None and len(shown) != n):
-        raise ValueError(f"report: {n} rows of probabilities but {len(images)} images"
-                         f"{'' if shown is None else f' and {len(shown)} shown paths'}")
-    if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
-        raise ValueError(f"report: probabilities of shape {probabilities.shape} for {len(class_names)} classes")
+    _check_rows(probabilities, class_names, images, shown)
     shown = [str(p) for p in (shown if shown is not None else images)]
     target_array = None if targets is None else np.asarray(targets, dtype=np.int64)
     labelled = target_array is not None and n > 0
@@ -529,7 +525,27 @@ def write_report(
         rows = gallery_rows(probabilities, target_array if labelled else None, max_errors)
         body.append(_gallery_section(rows, probabilities, class_names, images, shown,
                                      target_array if labelled else None, attention or {}, heatmaps or {}, thumb))
-    page = "\n".join([
+    path = Path(path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(_page(title, body))
+    log.info("report: %s (%.0f kB)", path, path.stat().st_size / 1024)
+    return path
+
+
+def _check_rows(probabilities: np.ndarray, class_names: Sequence[str], images: Sequence[PathLike],
+                shown: Optional[Sequence[str]]) -> None:
+    """One row of probabilities per image (and per shown path), one column per class."""
+    n = len(probabilities)
+    if len(images) != n or (shown is not None and len(shown) != n):
+        raise ValueError(f"report: {n} rows of probabilities but {len(images)} images"
+                         f"{'' if shown is None else f' and {len(shown)} shown paths'}")
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(class_names):
+        raise ValueError(f"report: probabilities of shape {probabilities.shape} for {len(class_names)} classes")
+
+
+def _page(title: str, body: Sequence[str]) -> str:
+    """The document around the sections: the CSP that forbids every fetch, the style, the sort script."""
+    return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_E(_csp())}">',
@@ -543,8 +559,3 @@ def write_report(
         "</body></html>",
         "",
     ])
-    path = Path(path)
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    log.info("report: %s (%.0f kB)", path, path.stat().st_size / 1024)
-    return path
