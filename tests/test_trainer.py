@@ -454,3 +454,18 @@ def test_train_cleaner_refuses_a_used_folder_before_splitting(tmp_path, capsys):
     line = _error_line(capsys)
     assert "already holds a training run" in line and "--overwrite" in line
     assert sorted(p.name for p in save.iterdir()) == ["cleaner.pt", "last.pt"]  # no data/ split written
+
+
+def test_epoch_log_line_leaves_out_views_that_did_not_run():
+    from ws_dan.training.recipe import epoch_log_line
+    from ws_dan.training.trainer import EpochEnd
+
+    train = {"loss": 1.23456, "raw_top1": 50.0, "crop_top1": float("nan"), "drop_top1": float("nan"),
+             "grad_norm": 7.712, "grad_norm_max": 9.21, "clipped": 12.0}
+    e = EpochEnd(epoch=1, epochs=3, row={"seconds": 0.25}, train=train,
+                 val={"loss": 1.5, "top1": 33.333, "top5": 100.0},
+                 is_best=True, lr=0.001, seconds=0.25, trainer=None)
+    assert epoch_log_line(e, clipping=True) == ("epoch 1/3  loss 1.2346  raw 50.00%  grad norm 7.71 (max 9.21), 12% "
+                                                "clipped  | val loss 1.5000  top-1 33.33%  top-5 100.00% (best)  | "
+                                                "lr 0.001  0.2s")
+    assert "clipped" not in epoch_log_line(e, clipping=False)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # torch and the model load in the steps, so that train.py --h
     from ws_dan.training.distributed import DistInfo
     from ws_dan.training.engine import StepConfig
     from ws_dan.training.optim import LinearWarmup
-    from ws_dan.training.trainer import Trainer
+    from ws_dan.training.trainer import EpochEnd, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -679,6 +679,22 @@ def build_optimization(settings: TrainSettings, model: torch.nn.Module, config: 
     return Optimization(optimizer, scheduler, dtype, scaler, step, warmup)
 
 
+def epoch_log_line(e: EpochEnd, clipping: bool) -> str:
+    """The one log line of a finished epoch: loss, each view's training top-1 (views that did not run are NaN and
+    left out), the gradients' norm before clipping (what --clip-grad compares with), validation, rate, time."""
+    import math
+
+    views = "  ".join(f"{v} {e.train[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
+                      if v + "_top1" in e.train and not math.isnan(e.train[v + "_top1"]))
+    grad = ""
+    if "grad_norm" in e.train:
+        grad = f"  grad norm {e.train['grad_norm']:.3g} (max {e.train['grad_norm_max']:.3g})"
+        grad += f", {e.train['clipped']:.0f}% clipped" if clipping else ""
+    return (f"epoch {e.epoch}/{e.epochs}  loss {e.train['loss']:.4f}  {views}{grad}  | val loss {e.val['loss']:.4f}  "
+            f"top-1 {e.val['top1']:.2f}%  top-5 {e.val['top5']:.2f}%{' (best)' if e.is_best else ''}  | "
+            f"lr {e.lr:.2g}  {e.row['seconds']:.1f}s")
+
+
 def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model: torch.nn.Module,
                   config: ModelConfig, inputs: RunInputs, loaders: Loaders, optim: Optimization, info: DistInfo,
                   record: Optional[Mapping[str, Any]] = None) -> Trainer:
@@ -689,12 +705,10 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
     The epoch function turns WS-DAN's crop and drop views on from ``views_start_epoch``, and a diverging loss
     (:class:`ws_dan.training.engine.TrainingDiverged`) into a :class:`TrainingError` whose one line names the learning
     rates and what to try; the diverged epoch's weights are not saved (last.pt keeps the previous epoch)."""
-    import math
-
     from ws_dan.common.images import UnreadableImageError
     from ws_dan.evaluation.plots import plot_curves
     from ws_dan.training import engine
-    from ws_dan.training.trainer import CheckpointSaver, EpochEnd, Trainer, TrainerConfig, TrainingError
+    from ws_dan.training.trainer import CheckpointSaver, Trainer, TrainerConfig, TrainingError
 
     device, skip_log, progress = inputs.device, inputs.skip_log, settings.progress and info.is_main
     strict_hint = "\n(--strict: fix or remove this file, or run without --strict to skip unreadable images)"
@@ -720,15 +734,7 @@ def build_trainer(settings: TrainSettings, model: torch.nn.Module, forward_model
             raise TrainingError(f"{e}{strict_hint}") from None
 
     def log_epoch(e: EpochEnd) -> None:
-        views = "  ".join(f"{v} {e.train[v + '_top1']:.2f}%" for v in ("raw", "crop", "drop")
-                          if v + "_top1" in e.train and not math.isnan(e.train[v + "_top1"]))  # NaN: did not run
-        grad = ""
-        if "grad_norm" in e.train:  # the gradients' global norm before clipping: what --clip-grad compares with
-            grad = f"  grad norm {e.train['grad_norm']:.3g} (max {e.train['grad_norm_max']:.3g})"
-            grad += f", {e.train['clipped']:.0f}% clipped" if settings.clip_grad else ""
-        log.info("epoch %d/%d  loss %.4f  %s%s  | val loss %.4f  top-1 %.2f%%  top-5 %.2f%%%s  | lr %.2g  %.1fs",
-                 e.epoch, e.epochs, e.train["loss"], views, grad, e.val["loss"], e.val["top1"], e.val["top5"],
-                 " (best)" if e.is_best else "", e.lr, e.row["seconds"])
+        log.info("%s", epoch_log_line(e, bool(settings.clip_grad)))
 
     saver = CheckpointSaver(inputs.save_dir, metric="val_top1", mode="max", save_freq=settings.save_freq,
                             kind="wsdan", best_key="best_top1")
