@@ -33,7 +33,7 @@ from data_tools.manifest import MOVE_FIELDS, quarantine_files, undo_moves
 from data_tools.parallel import Progress
 from ws_dan.common.dataset_folders import DatasetImage, scan_dataset
 from ws_dan.common.images import SkippedFile
-from ws_dan.common.io import InputError as InputError
+from ws_dan.common.io import InputError
 from ws_dan.common.outputs import check_not_nested, finish_output_dir, folder_lock, prepare_output_dir
 
 LOG = logging.getLogger(__name__)

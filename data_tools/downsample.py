@@ -17,7 +17,7 @@ from typing import Any, Optional
 from data_tools.parallel import Progress, parallel_map
 from ws_dan.common.dataset_folders import scan_dataset
 from ws_dan.common.images import DEFAULT_MAX_PIXELS, UnreadableImageError, open_image, read_image_info
-from ws_dan.common.io import InputError as InputError
+from ws_dan.common.io import InputError
 from ws_dan.common.outputs import copy_file, finish_output_dir, output_path, prepare_output_dir, save_image
 
 LOG = logging.getLogger(__name__)
@@ -143,17 +143,12 @@ def downsample_command(args: Any, noun: str = "copy") -> dict:
     ``data_tools.flags.add_downsample_flags``): :func:`downsample_dataset`, bad input or an unreadable image with
     ``--strict`` as one ``error:`` line, Ctrl-C as how to finish, then :func:`summary_lines` printed, ``noun``
     naming what was made ("copy", "cache"). Returns the summary."""
-    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.runtime import RERUN_TO_FINISH, job_errors, setup_logging
 
     setup_logging(verbose=args.verbose)
-    try:
+    with job_errors(args.output_dir, RERUN_TO_FINISH):
         s = downsample_dataset(args.data_dir, args.output_dir, size=args.size, quality=args.quality,
                                workers=args.workers, progress=args.progress, strict=args.strict,
                                overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except KeyboardInterrupt:
-        fail(f"interrupted; files already written are complete: run the same command again to finish "
-             f"{args.output_dir}", code=130)
     print("\n".join(summary_lines(s, noun)))
     return s

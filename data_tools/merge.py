@@ -36,8 +36,7 @@ from data_tools import dedupe
 from data_tools.manifest import AdditionJournal, undo_additions
 from data_tools.parallel import Progress, track
 from ws_dan.common.dataset_folders import DatasetImage, class_folders, scan_dataset
-from ws_dan.common.io import InputError as InputError
-from ws_dan.common.io import sha256_file, write_csv, write_json
+from ws_dan.common.io import InputError, sha256_file, write_csv, write_json
 from ws_dan.common.outputs import (
     check_not_nested,
     copy_file,

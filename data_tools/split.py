@@ -30,8 +30,7 @@ from typing import Optional
 from data_tools.parallel import Progress, parallel_map, track
 from ws_dan.common.dataset_folders import DatasetImage, scan_dataset, split_folders, sub_folders
 from ws_dan.common.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, check_image
-from ws_dan.common.io import InputError as InputError
-from ws_dan.common.io import sha256_file
+from ws_dan.common.io import InputError, sha256_file
 from ws_dan.common.outputs import (
     copy_file,
     finish_output_dir,

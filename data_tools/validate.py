@@ -32,7 +32,7 @@ from ws_dan.common.images import (
     read_image_info,
     sniff_format,
 )
-from ws_dan.common.io import InputError as InputError
+from ws_dan.common.io import InputError
 from ws_dan.common.outputs import (
     copy_file,
     finish_output_dir,

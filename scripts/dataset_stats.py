@@ -31,17 +31,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Measure; returns the content of OUTPUT_DIR/stats.json."""
     from data_tools.stats import dataset_stats
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError, read_csv_rows
-    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.io import read_csv_rows
+    from ws_dan.common.runtime import job_errors, setup_logging
     from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
-    try:
+    with job_errors(args.output_dir):
         s = dataset_stats(args.data_dir, args.output_dir, area_threshold=args.area_threshold, workers=args.workers,
                           progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
     rows = []
     for r in read_csv_rows(Path(args.output_dir) / "stats_per_class.csv"):
         rows.append([r["split"], r["class"] or "(no class)", int(r["images"]), int(r["small"]),

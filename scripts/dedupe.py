@@ -50,9 +50,7 @@ def main(args: argparse.Namespace) -> dict:
     """Run; returns the summary (also written to OUTPUT_DIR/dedupe_report.json)."""
     from data_tools.dedupe import run_dedupe, undo_quarantine
     from data_tools.manifest import run_undo
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError, os_error_message
-    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.runtime import fail, job_errors, setup_logging
     from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
@@ -61,18 +59,13 @@ def main(args: argparse.Namespace) -> dict:
                         not_with={"--data-dir": args.data_dir, "--reference": args.reference, "--query": args.query})
     if not args.output_dir:
         fail("--output-dir is required (a new folder for duplicates.csv and the other reports)")
-    try:
+    with job_errors(args.output_dir,
+                    "interrupted; rerun the same command to finish {} (a quarantine already started is recorded "
+                    "in its manifest)"):
         report, s = run_dedupe(args.output_dir, data_dir=args.data_dir, reference_dir=args.reference,
                                query_dir=args.query, threshold=args.threshold, action=args.action, link=args.link,
                                exact_only=args.exact_only, contact_groups=args.contact_groups, workers=args.workers,
                                progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:  # also a write the disk refused, a folder another run holds
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except OSError as e:
-        fail(os_error_message(e, args.output_dir))
-    except KeyboardInterrupt:
-        fail(f"interrupted; rerun the same command to finish {args.output_dir} (a quarantine already started is "
-             f"recorded in its manifest)", code=130)
     rows = [["images compared", s["images"]], ["unreadable / not images (skipped)", s["skipped"]],
             ["duplicate groups", s["groups"]], ["images in groups", s["images_in_groups"]],
             ["duplicates (to remove)", s["duplicates"]],

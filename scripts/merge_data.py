@@ -50,9 +50,8 @@ def main(args: argparse.Namespace) -> dict:
     """Merge; returns the summary (also in OUTPUT_DIR/merge_report.json)."""
     from data_tools.manifest import run_undo
     from data_tools.merge import merge_data, undo_merge
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError, read_csv_rows
-    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.io import read_csv_rows
+    from ws_dan.common.runtime import fail, job_errors, setup_logging
     from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
@@ -62,16 +61,12 @@ def main(args: argparse.Namespace) -> dict:
                               ("--output-dir", args.output_dir)) if not v]
     if missing:
         fail(f"{', '.join(missing)} required (or --undo MERGE_ADDED_CSV)")
-    try:
+    with job_errors(args.output_dir,
+                    "interrupted; rerun the same command to finish (what was added so far is recorded in {})"):
         s = merge_data(args.new_dir, args.train_dir, args.output_dir, in_place=args.in_place,
                        also_check=args.also_check, allow_new_classes=args.allow_new_classes, threshold=args.threshold,
                        exact_only=args.exact_only, link=args.link, workers=args.workers, progress=args.progress,
                        strict=args.strict, overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except KeyboardInterrupt:
-        fail(f"interrupted; rerun the same command to finish (what was added so far is recorded in "
-             f"{args.output_dir})", code=130)
     rows = [["new images", s["new_images"]], ["added", s["added"]], ["rejected", s["rejected"]]]
     rows += [[f"  {k}", v] for k, v in s["rejected_by_reason"].items()]
     if s["new_classes"]:

@@ -56,23 +56,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Prepare the dataset; returns the summary (also in OUTPUT_DIR/prepare_report.json)."""
     from data_tools.prepare import prepare_dataset
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError
-    from ws_dan.common.runtime import fail, setup_logging, tqdm_logging
+    from ws_dan.common.runtime import RERUN_TO_FINISH, job_errors, setup_logging, tqdm_logging
     from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
-    try:
+    with job_errors(args.output_dir, RERUN_TO_FINISH):
         with tqdm_logging():  # warnings printed while a bar runs do not break it
             result = prepare_dataset(args.name, args.source, args.output_dir, copy=args.copy,
                                      trainval=args.trainval, crop_bbox=args.crop_bbox, strict=args.strict,
                                      overwrite=args.overwrite, quality=args.quality, workers=args.workers,
                                      progress=args.progress)
-    except (InputError, UnreadableImageError) as e:
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except KeyboardInterrupt:
-        fail(f"interrupted; files already written are complete: run the same command again to finish "
-             f"{args.output_dir}", code=130)
     s = result.summary
     official = s["official"]["splits"]
     rows = [[split, n, official.get(split, "")] for split, n in s["splits"].items()]

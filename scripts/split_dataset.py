@@ -46,25 +46,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     """Write the split; returns the summary (also in OUTPUT_DIR/split_report.json)."""
     from data_tools.split import split_dataset
-    from ws_dan.common.images import UnreadableImageError
-    from ws_dan.common.io import InputError, os_error_message
-    from ws_dan.common.runtime import fail, setup_logging
+    from ws_dan.common.runtime import RERUN_TO_FINISH, job_errors, setup_logging
     from ws_dan.common.tables import format_table
 
     setup_logging(verbose=args.verbose)
-    try:
+    with job_errors(args.output_dir, RERUN_TO_FINISH):
         result = split_dataset(
             args.source, args.output_dir, test_ratio=args.test_ratio, seed=args.seed, link=args.link,
             group_duplicates=args.group_duplicates, threshold=args.threshold, min_per_class=args.min_per_class,
             check=args.check, train_name=args.train_name, test_name=args.test_name, workers=args.workers,
             progress=args.progress, strict=args.strict, overwrite=args.overwrite)
-    except (InputError, UnreadableImageError) as e:  # also a write the disk refused (WriteError)
-        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
-    except OSError as e:
-        fail(os_error_message(e, args.output_dir))
-    except KeyboardInterrupt:
-        fail(f"interrupted; files already written are complete: run the same command again to finish "
-             f"{args.output_dir}", code=130)
     s = result.summary
     rows = [[r["class"], r["total"], r["train"], r["test"], r["test_fraction"], r["note"]] for r in result.per_class]
     print(format_table(rows, ["class", "images", "train", "test", "test share", "note"]))

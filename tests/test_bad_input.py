@@ -252,3 +252,24 @@ def test_heatmap_names_of_long_image_names_fit_and_stay_distinct():
     names = {heatmap_name(0, a), heatmap_name(0, b)}
     assert len(names) == 2 and all(len(n.encode()) < 120 for n in names)
     assert heatmap_name(3, "photos/car.jpg") == "attention/0003_car.png"  # a short name is kept as it is
+
+
+def test_job_errors_gives_every_data_script_the_same_one_line_refusals(tmp_path, capsys):
+    import errno
+
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError
+    from ws_dan.common.runtime import RERUN_TO_FINISH, job_errors
+
+    cases = [(InputError("x: expected a folder"), 2, "error: x: expected a folder"),
+             (UnreadableImageError(tmp_path / "a.jpg", "truncated"), 2, "(--strict)"),
+             (OSError(errno.ENOSPC, "No space left on device"), 2, f"error: {tmp_path}: No space left on device"),
+             (KeyboardInterrupt(), 130, f"error: interrupted; files already written are complete: run the same "
+                                        f"command again to finish {tmp_path}")]
+    for raised, code, message in cases:
+        with pytest.raises(SystemExit) as info, job_errors(tmp_path, RERUN_TO_FINISH):
+            raise raised
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == code and message in err and len(err.splitlines()) == 1
+    with pytest.raises(KeyboardInterrupt), job_errors(tmp_path):  # no message: Ctrl-C stays Ctrl-C
+        raise KeyboardInterrupt

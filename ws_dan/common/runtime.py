@@ -144,3 +144,28 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Exit a script with one clear line instead of a traceback (for errors in the user's input)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+#: What Ctrl-C says for a job whose written files are each complete (written atomically) and that resumes.
+RERUN_TO_FINISH = "interrupted; files already written are complete: run the same command again to finish {}"
+
+
+@contextlib.contextmanager
+def job_errors(output_dir: PathLike, interrupted: Optional[str] = None):
+    """Around a data tool's job: the library's InputError (and, with --strict, an unreadable image) as one error
+    line, any other OSError as one line naming its path (default ``output_dir``) and the system's reason, and
+    Ctrl-C as ``interrupted`` (a message, ``{}`` standing for ``output_dir``; e.g. :data:`RERUN_TO_FINISH`) with exit
+    code 130 (None: Ctrl-C stays a KeyboardInterrupt). One place, so every data script refuses alike."""
+    from ws_dan.common.images import UnreadableImageError
+    from ws_dan.common.io import InputError, os_error_message
+
+    try:
+        yield
+    except (InputError, UnreadableImageError) as e:  # also a write the disk refused (WriteError)
+        fail(str(e) + (" (--strict)" if isinstance(e, UnreadableImageError) else ""))
+    except OSError as e:
+        fail(os_error_message(e, output_dir))
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        fail(interrupted.format(output_dir), code=130)
