@@ -40,6 +40,8 @@ from ws_dan.common.dataset_folders import DatasetImage
 from ws_dan.common.images import SkippedFile, UnreadableImageError, open_image
 from ws_dan.common.outputs import save_image
 
+LOG = logging.getLogger(__name__)
+
 
 def _half(im: Image.Image) -> Image.Image:
     return im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.LANCZOS)
@@ -94,6 +96,64 @@ def make_altered_copies(sources: Sequence[Path], output_dir, alterations: Sequen
                 save_image(fn(im), dst, fmt, **opts)
             items.append(EvalImage(dst, g, name))
     return items
+
+
+#: Scale set (:func:`make_scale_set`): the crop boxes (left, top, right, bottom as fractions of the photo) a
+#: source photo's variants are cut from. Neighbouring boxes are shifted by a quarter of the photo, far beyond the
+#: 5% border crop the finder is built to match, so the variants of one photo are distinct pictures to it.
+SCALE_BOXES = ((0.0, 0.0, 0.75, 0.75), (0.25, 0.25, 1.0, 1.0), (0.25, 0.0, 1.0, 0.75), (0.0, 0.25, 0.75, 1.0))
+#: Scale set: longer sides and JPEG qualities the variants are re-encoded at, in turn. Stanford Cars' training
+#: photos are mostly 500 to 1,000 px wide, saved at quality 75 to 95.
+SCALE_SIDES = (640, 800, 960, 512, 1024)
+SCALE_QUALITIES = (90, 75, 95, 85)
+
+
+def _scale_variant(src: Path, variant: int, dst: Path) -> Optional[SkippedFile]:
+    # Worker: cut variant ``variant`` of ``src`` (a box, a mirror every other round, a size and a quality from
+    # the lists above) and save it as a JPEG at ``dst``.
+    try:
+        im = open_image(src)
+    except UnreadableImageError as e:
+        return SkippedFile(src, e.reason)
+    x0, y0, x1, y1 = SCALE_BOXES[variant % len(SCALE_BOXES)]
+    im = im.crop((round(x0 * im.width), round(y0 * im.height), round(x1 * im.width), round(y1 * im.height)))
+    if (variant // len(SCALE_BOXES)) % 2:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    side = SCALE_SIDES[variant % len(SCALE_SIDES)]
+    scale = side / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
+    save_image(im, dst, "JPEG", quality=SCALE_QUALITIES[variant % len(SCALE_QUALITIES)])
+    return None
+
+
+def make_scale_set(sources: Sequence[Path], output_dir, n: int, workers: Optional[int] = None,
+                   progress: Progress = False) -> list[Path]:
+    """``n`` distinct JPEGs under ``output_dir``, cut from the real ``sources`` photos for a speed test at scale.
+
+    Photo ``k`` is variant ``k // len(sources)`` of source ``k % len(sources)``: a crop of three quarters of it
+    (:data:`SCALE_BOXES`, shifted by a quarter from one variant to the next), mirrored every other round of
+    boxes, resized to a longer side of :data:`SCALE_SIDES` and saved at a quality of :data:`SCALE_QUALITIES`. So
+    every file is a real photo's content, decoded at a real photo's cost, and no two are copies of each other in
+    the finder's sense (the benchmark reports the groups each method finds; only the sources' own duplicates
+    should show). Files are ``NNNNNN.jpg``, in folders of 1,000; existing ones are kept, so a rerun adds only
+    what is missing. Unreadable sources are skipped (their slots stay empty). Returns the paths that exist.
+    """
+    sources = list(sources)
+    if not sources:
+        raise ValueError("make_scale_set: no source photos")
+    out = Path(output_dir)
+    paths = [out / f"{k // 1000:03d}" / f"{k:06d}.jpg" for k in range(n)]
+    todo = [k for k in range(n) if not paths[k].exists()]
+    results = parallel_map(_scale_star, [(sources[k % len(sources)], k // len(sources), paths[k]) for k in todo],
+                           workers=workers, progress=progress, desc="scale set")
+    bad = {str(r.path) for r in results if r is not None}
+    if bad:
+        LOG.warning("scale set: %d unreadable source photos skipped", len(bad))
+    return [p for p in paths if p.exists()]
+
+
+def _scale_star(job: tuple) -> Optional[SkippedFile]:
+    return _scale_variant(*job)
 
 
 def evaluate(hashed: HashedImages, items: Sequence[EvalImage], threshold: int,
@@ -365,3 +425,117 @@ def time_search(n: int = 20000, threshold: int = 36, workers: Optional[int] = No
     hit = sum((int(p), n - n_copies + k) in found for k, p in enumerate(planted))
     return {"images": n, "pairs_compared": n * (n - 1) // 2, "seconds": round(seconds, 3),
             "planted_copies": n_copies, "planted_found": hit, "pairs_found": len(ii)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# where the time goes, and how the search grows
+
+
+def stage_times(paths: Sequence[Path], repeats: int = 1) -> list[dict]:
+    """Milliseconds per image of each stage of the two hashers, on one process, over ``paths`` (files that
+    decode): the finder (read the file, decode: JPEG draft at 1/8 to 1/2, luma only; resize: the box reduction to
+    the working image and the eight LANCZOS resizes; hash: the bits of the four hashes x two views) and
+    imagededup's PHash (read; decode: the full RGB picture; resize: LANCZOS to 32x32, then gray; hash: its DCT and
+    median, scipy). Each stage runs over all the files before the next, the files already in the page cache,
+    so "read" is the cost of getting the bytes from the cache (a cold disk adds its own, the same for both). With
+    ``repeats`` > 1 each stage keeps its fastest round. Rows: tool, stage, ms_per_image."""
+    from data_tools.dedupe.hashing import (
+        _HASHES,
+        HASH_SIZES,
+        HASH_WORKING_SIZE,
+        _centre_box,
+        _pixels,
+        working_reduction,
+    )
+    from data_tools.dedupe.resample import resize_many
+    from ws_dan.common.images import decode_image
+
+    paths = list(paths)
+    for p in paths:  # into the page cache, untimed
+        p.read_bytes()
+
+    def timed(fn, items):
+        best, out = None, None
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            out = [fn(x) for x in items]
+            seconds = time.perf_counter() - start
+            best = seconds if best is None else min(best, seconds)
+        return 1000 * best / max(1, len(items)), out
+
+    rows = []
+    read_ms, _ = timed(lambda p: p.read_bytes(), paths)
+
+    def working(p):
+        return decode_image(p, draft=HASH_WORKING_SIZE, gray=True)
+
+    def shrink(d):
+        rest = working_reduction(min(d.full_size)) // d.scale
+        gray = d.image.reduce(rest) if rest > 1 else d.image
+        pixels = _pixels(gray)
+        x0, y0, x1, y1 = _centre_box(gray.width, gray.height, CROP_FRACTION)
+        return [resize_many(view, HASH_SIZES) for view in (pixels, pixels[y0:y1, x0:x1])]
+
+    def bits(views):
+        return [fn(small) for smalls in views for fn, small in zip(_HASHES, smalls)]
+
+    decode_ms, decoded = timed(working, paths)
+    resize_ms, small = timed(shrink, decoded)
+    hash_ms, _ = timed(bits, small)
+    rows += [{"tool": "finder", "stage": s, "ms_per_image": round(v, 3)} for s, v in
+             (("read", read_ms), ("decode", decode_ms), ("resize", resize_ms), ("hash", hash_ms))]
+    try:
+        from imagededup.methods import PHash
+    except ImportError:
+        return rows
+    ph = PHash(verbose=False)
+
+    def full(p):
+        with Image.open(p) as im:
+            im.load()
+            return im if im.mode == "RGB" else im.convert("RGBA").convert("RGB")  # as imagededup's load_image
+
+    decode_ms, decoded = timed(full, paths)
+    resize_ms, small = timed(lambda im: np.array(im.resize((32, 32), Image.LANCZOS).convert("L")).astype("uint8"),
+                             decoded)
+    hash_ms, _ = timed(ph._hash_func, small)
+    rows += [{"tool": "imagededup", "stage": s, "ms_per_image": round(v, 3)} for s, v in
+             (("read", read_ms), ("decode", decode_ms), ("resize", resize_ms), ("hash", hash_ms))]
+    return rows
+
+
+def search_growth(sizes: Sequence[int], brute_max: int = 0, threshold: int = DEFAULT_THRESHOLD,
+                  workers: Optional[int] = None, seed: int = 0) -> list[dict]:
+    """Seconds of each search over ``n`` synthetic hashes for each ``n`` in ``sizes``: this finder
+    (:func:`time_search`: four hashes x two views, all against all in numpy blocks) and, up to ``brute_max``
+    hashes, imagededup's own search (``find_duplicates`` on an encoding map of ``n`` random 64-bit pHashes, its
+    default method, at its default threshold 10), where installed. Rows: n, finder_seconds, imagededup_seconds
+    (None where not run), pairs."""
+    rows = []
+    ph = None
+    if brute_max:
+        try:
+            from imagededup.methods import PHash
+
+            ph = PHash(verbose=False)
+        except ImportError:
+            ph = None
+    for n in sizes:
+        ours = time_search(n, threshold=threshold, workers=workers, seed=seed)
+        theirs = None
+        if ph is not None and n <= brute_max:
+            import warnings
+
+            rng = np.random.default_rng(seed)
+            codes = rng.integers(0, np.iinfo(np.uint64).max, size=n, dtype=np.uint64, endpoint=True)
+            encoding = {f"{k:07d}.jpg": f"{int(c):016x}" for k, c in enumerate(codes)}
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ph.find_duplicates(encoding_map=encoding, max_distance_threshold=10,
+                                   num_dist_workers=max(1, workers or 1))
+            theirs = round(time.perf_counter() - start, 3)
+        rows.append({"n": n, "pairs": n * (n - 1) // 2, "finder_seconds": ours["seconds"],
+                     "imagededup_seconds": theirs,
+                     "planted_found": f"{ours['planted_found']}/{ours['planted_copies']}"})
+    return rows

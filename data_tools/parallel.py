@@ -5,6 +5,7 @@ Standard library only at the top, so worker processes that import it start fast.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Optional, TypeVar, Union
@@ -35,6 +36,17 @@ def track(iterable: Iterable[T], total: Optional[int] = None, desc: str = "",
     yield from iterable
 
 
+def _one_thread_per_worker() -> None:
+    # Pool initializer. Each worker is one of ``workers`` processes sharing the cores, so its numpy must not start
+    # a BLAS thread per core as well: with 2 workers x 2 OpenBLAS threads on 2 cores, the threads spin against
+    # each other and hashing ran 3x slower than on one process (scripts/benchmark_dedupe.py, docs/scale.md).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    if "torch" in sys.modules:  # imported with the parent (forked): same reasoning for its intra-op threads
+        sys.modules["torch"].set_num_threads(1)
+
+
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: Optional[int] = None, progress: Progress = False,
                  desc: str = "", chunksize: Optional[int] = None) -> Iterator[R]:
     """``map(fn, items)`` in order, over ``workers`` processes (all cores when None; 0 or 1: this process).
@@ -48,7 +60,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: Optional[int
         return
     if chunksize is None:
         chunksize = max(1, min(64, len(items) // (workers * 8)))
-    ex = ProcessPoolExecutor(max_workers=min(workers, len(items)))
+    ex = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_one_thread_per_worker)
     try:
         yield from track(ex.map(fn, items, chunksize=chunksize), total=len(items), desc=desc, progress=progress)
     finally:

@@ -15,6 +15,16 @@ finder: JPEGs decoded at reduced scale, pixel digests only for exact candidates)
 full, every pixel digest, the imagehash library) and "imagededup" (its PHash encode_images +
 find_duplicates, where the package is installed; it is optional). One table puts them side by side: images/s,
 seconds, ratios, and each method's recall / precision on the altered copies.
+At scale (--scale N): N distinct JPEGs are cut from the photos under --scale-sources (every photo folder of
+../shared/data by default: each variant a shifted three-quarter crop, mirrored every other round, re-encoded at
+512 to 1,024 px and quality 75 to 95, so decoding costs what a real photo's does) into OUTPUT_DIR/scale_N (kept
+for reruns), and the speed part runs on them instead of --speed-dirs:
+
+    python scripts/benchmark_dedupe.py --od /tmp/dedupe_bench --scale 8144 --parts speed stages growth --repeats 2
+
+Stages (--parts stages): milliseconds per image of read / decode / resize / hash for the finder and for
+imagededup, on one process over --stage-images of the timed photos. Growth (--parts growth): the search alone
+over --growth-sizes synthetic hash sets, the finder against imagededup's own search (up to --brute-max hashes).
 Writes OUTPUT_DIR/benchmark_dedupe.json and prints the tables.
 """
 
@@ -25,6 +35,7 @@ import logging
 from pathlib import Path
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_SCALE_SOURCES = ("cars", "cars_dev", "cars_lookalike", "flowers", "grab", "sr", "dedup/base_images")
 METHODS = ("draft", "old", "imagededup")
 
 
@@ -48,8 +59,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="what to compare side by side (imagededup is skipped where it is not installed)")
     p.add_argument("--repeats", type=int, default=1,
                    help="speed: rounds (the methods take turns); each method keeps its fastest")
-    p.add_argument("--parts", nargs="+", choices=["quality", "speed"], default=["quality", "speed"],
-                   help="quality: recall/precision on the altered copies; speed: end-to-end time on --speed-dirs")
+    p.add_argument("--parts", nargs="+", choices=["quality", "speed", "stages", "growth"],
+                   default=["quality", "speed"],
+                   help="quality: recall/precision on the altered copies; speed: end-to-end time on --speed-dirs "
+                        "(or the --scale set); stages: ms per image of each stage; growth: the search alone")
+    p.add_argument("--scale", type=int, default=0, metavar="N",
+                   help="time speed and stages on N distinct JPEGs cut from --scale-sources (0: --speed-dirs)")
+    p.add_argument("--scale-sources", nargs="+", default=[str(_SHARED / d) for d in _SCALE_SOURCES],
+                   help="folders of real photos the --scale set is cut from (searched recursively)")
+    p.add_argument("--stage-images", type=int, default=1000, help="photos the per-stage timing runs on")
+    p.add_argument("--growth-sizes", type=int, nargs="+", default=[8000, 16000, 32000, 64000, 128000],
+                   help="synthetic hash-set sizes for the search growth")
+    p.add_argument("--brute-max", type=int, default=32000,
+                   help="largest set imagededup's search is timed on (it grows with the square of the set)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     return p
 
@@ -65,9 +87,15 @@ def main(args: argparse.Namespace) -> dict:
     try:
         from ws_dan.common.outputs import check_not_nested
 
-        check_not_nested(out, list(args.data_dir) + list(args.speed_dirs))
+        check_not_nested(out, list(args.data_dir) + list(args.speed_dirs) +
+                         (list(args.scale_sources) if args.scale else []))
         quality = _quality(args, out, workers, report) if "quality" in args.parts else {}
-        speed = _speed(args, workers) if "speed" in args.parts else []
+        timed = _scale_set(args, out, workers, report) if args.scale else None
+        speed = _speed(args, workers, timed) if "speed" in args.parts else []
+        if "stages" in args.parts:
+            report["stages"] = _stages(args, timed)
+        if "growth" in args.parts:
+            report["growth"] = _growth(args, workers)
     except InputError as e:
         fail(str(e))
     report["speed"] = speed
@@ -207,13 +235,71 @@ def _method_scores(args, out: Path, hashed, items, same: list, workers: int) -> 
     return quality
 
 
-def _speed(args, workers: int) -> list:
+def _scale_set(args, out: Path, workers: int, report: dict) -> Path:
+    """Build (or complete) the --scale set; returns its folder."""
+    from data_tools.dedupe_eval import make_scale_set
+
+    sources = [img.path for found in _sources(args.scale_sources) for img in found]
+    folder = out / f"scale_{args.scale}"
+    made = make_scale_set(sources, folder, args.scale, workers=workers, progress=args.progress)
+    report["scale"] = {"photos": len(made), "sources": len(sources), "folder": str(folder)}
+    print(f"scale set: {len(made)} JPEGs cut from {len(sources)} source photos in {folder}")
+    return folder
+
+
+def _timed_images(args, timed):
+    folders = [timed] if timed is not None else [Path(d) for d in args.speed_dirs]
+    return [img for found in _sources(folders) for img in found], folders
+
+
+def _speed(args, workers: int, timed=None) -> list:
     from data_tools.dedupe_eval import time_methods
 
-    images = [img for found in _sources(args.speed_dirs) for img in found]
+    images, folders = _timed_images(args, timed)
     methods = [m for m in ("draft", "old", "imagededup") if m in args.methods]
-    return time_methods(images, [Path(d) for d in args.speed_dirs], workers, methods, progress=args.progress,
-                        repeats=args.repeats)
+    return time_methods(images, folders, workers, methods, progress=args.progress, repeats=args.repeats)
+
+
+def _stages(args, timed) -> list:
+    from data_tools.dedupe_eval import stage_times
+    from ws_dan.common.tables import format_table
+
+    images, _ = _timed_images(args, timed)
+    step = max(1, len(images) // max(1, args.stage_images))  # spread over the set, not its first folder
+    rows = stage_times([img.path for img in images[::step][:args.stage_images]], repeats=args.repeats)
+    by = {(r["tool"], r["stage"]): r["ms_per_image"] for r in rows}
+    tools = list(dict.fromkeys(r["tool"] for r in rows))
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    table = [[s] + [f"{by[t, s]:.3f}" for t in tools] for s in stages]
+    table.append(["total"] + [f"{sum(by[t, s] for s in stages):.3f}" for t in tools])
+    if len(tools) == 2:
+        for row, s in zip(table, stages + ["total"]):
+            mine = by[tools[0], s] if s != "total" else sum(by[tools[0], x] for x in stages)
+            theirs = by[tools[1], s] if s != "total" else sum(by[tools[1], x] for x in stages)
+            row.append(f"{theirs / mine:.2f}" if mine else "-")
+    print(f"where the time goes: ms per image on one process, {len(images[::step][:args.stage_images])} photos")
+    print(format_table(table, ["stage"] + [f"{t} ms" for t in tools] + (["x faster"] if len(tools) == 2 else [])))
+    print()
+    return rows
+
+
+def _growth(args, workers: int) -> list:
+    from data_tools.dedupe_eval import search_growth
+    from ws_dan.common.tables import format_table
+
+    rows = search_growth(args.growth_sizes, brute_max=args.brute_max if "imagededup" in args.methods else 0,
+                         workers=workers)
+
+    def f(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    print(f"search alone, synthetic hashes, -j {workers} (imagededup: its find_duplicates on 64-bit pHashes)")
+    print(format_table([[f"{r['n']:,}", f"{r['pairs']:,}", f(r["finder_seconds"]), f(r["imagededup_seconds"]),
+                         f(r["imagededup_seconds"] / r["finder_seconds"]) if r["imagededup_seconds"] else "-",
+                         r["planted_found"]] for r in rows],
+                       ["hashes", "pairs", "finder s", "imagededup s", "x faster", "planted copies found"]))
+    print()
+    return rows
 
 
 _LABELS = {"draft": "this finder: draft decode, digests on demand (4 hashes x 2 views, t=36)",

@@ -307,3 +307,64 @@ def test_in_memory_image_bytes_hash_like_the_file(tmp_path):
     _gradient_photo((900, 700), seed=3).save(path, quality=90)
     from_memory = image_hashes(Image.open(io.BytesIO(path.read_bytes())).convert("RGB"))
     assert np.array_equal(hash_file(path).hashes, from_memory)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# at scale: one BLAS thread per hashing process, the scale set, the per-stage and growth measurements
+
+
+def _blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=1)
+
+
+def test_worker_processes_run_one_blas_thread_each():
+    """Two hashing processes each with a BLAS thread per core spun against each other (3x slower on 2 cores):
+    the pool's workers are limited to one."""
+    from data_tools.parallel import parallel_map
+
+    assert list(parallel_map(_blas_threads, list(range(4)), workers=2)) == [1, 1, 1, 1]
+
+
+def test_scale_set_is_distinct_real_jpegs_and_a_rerun_adds_only_what_is_missing(tmp_path):
+    from data_tools.dedupe_eval import SCALE_SIDES, make_scale_set
+
+    sources = []
+    for k in range(3):
+        p = tmp_path / "src" / f"{k}.png"
+        p.parent.mkdir(exist_ok=True)
+        smooth = np.random.default_rng(k).integers(0, 255, (6, 8, 3), dtype=np.uint8)  # JPEG keeps it close
+        Image.fromarray(smooth).resize((400, 300), Image.BICUBIC).save(p)
+        sources.append(p)
+    out = tmp_path / "scale"
+    paths = make_scale_set(sources, out, 10, workers=1)
+    assert len(paths) == 10 and len({p.read_bytes() for p in paths}) == 10
+    for k, p in enumerate(paths):
+        with Image.open(p) as im:
+            assert im.format == "JPEG" and max(im.size) == SCALE_SIDES[(k // 3) % len(SCALE_SIDES)]
+    # variant 0 of source 0 is the top-left three quarters of it, resized
+    with Image.open(paths[0]) as im, Image.open(sources[0]) as src:
+        ref = src.crop((0, 0, 300, 225)).resize(im.size, Image.LANCZOS)
+        assert np.abs(np.asarray(im, float) - np.asarray(ref, float)).mean() < 3
+    stamp = paths[4].stat().st_mtime_ns
+    paths[7].unlink()
+    assert make_scale_set(sources, out, 10, workers=1) == paths
+    assert paths[7].is_file() and paths[4].stat().st_mtime_ns == stamp
+
+
+def test_stage_times_and_search_growth_report_every_stage_and_size(tmp_path):
+    from data_tools.dedupe_eval import search_growth, stage_times
+
+    paths = []
+    for k in range(4):
+        p = tmp_path / f"{k}.jpg"
+        Image.fromarray(np.random.default_rng(k).integers(0, 255, (240, 320, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    rows = [r for r in stage_times(paths) if r["tool"] == "finder"]
+    assert [r["stage"] for r in rows] == ["read", "decode", "resize", "hash"]
+    assert all(r["ms_per_image"] > 0 for r in rows)
+    growth = search_growth([200, 400], brute_max=0, workers=1)
+    assert [g["n"] for g in growth] == [200, 400] and [g["pairs"] for g in growth] == [19900, 79800]
+    assert [g["planted_found"] for g in growth] == ["100/100", "200/200"]
+    assert all(g["imagededup_seconds"] is None for g in growth)
