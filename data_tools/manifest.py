@@ -14,7 +14,9 @@ of), ``quarantine`` (where they went) or ``added`` (the folder files were added 
   out) is refused with one line naming it; nothing of it is touched;
 * a file is moved back only when its content is the recorded SHA-256 (a symlink: the recorded link text), and
   never over an existing file (``ws_dan.common.outputs.move_file``); undo restores byte for byte;
-* undoing an addition deletes only a regular file inside ``added`` whose SHA-256 is the recorded one;
+* undoing an addition deletes only a regular file inside ``added`` whose SHA-256 is the recorded one, and only when
+  that folder holds the tool's marker (:data:`ADDITIONS_MARKER`, written there before the first file is added)
+  naming this list: a hand-written list and sidecar naming another folder are refused in one line;
 * a manifest that is not UTF-8 CSV text, or lacks a column, gives one :class:`~ws_dan.common.io.InputError` line;
 * a quarantine and an undo lock the data folders (``ws_dan.common.outputs.folder_lock``): a second run moving
   files in the same folder is refused in one line naming the folder and the holder's pid.
@@ -58,6 +60,9 @@ ADDED_FIELDS = ("source", "dest", "class", "sha256")
 #: Written inside a quarantine folder when a tool makes it: the folder itself, the manifests that moved files
 #: into it and the data folders they came from. Undo moves files only out of a folder holding it.
 QUARANTINE_MARKER = ".ws_dan_quarantine.json"
+#: Written into a folder before a tool first adds a file to it (a hidden file, so no scan sees it): the addition
+#: lists allowed to delete from that folder.
+ADDITIONS_MARKER = ".ws_dan_added.json"
 
 
 def roots_path(manifest_path: PathLike) -> Path:
@@ -330,12 +335,17 @@ class AdditionJournal:
     def __init__(self, journal_path: PathLike, added_csv: PathLike, added_root: PathLike, tool: str,
                  resume: bool = False):
         self.path, self.added_csv, self.root = Path(journal_path), Path(added_csv), Path(added_root)
-        self.previous = read_journal(self.path) if resume else {}
+        # A resumed run knows what it added from the journal, or from the list an interrupted run finished early.
+        self.previous = {**read_journal(self.added_csv), **read_journal(self.path)} if resume else {}
         if not resume:
             self.path.unlink(missing_ok=True)
         write_roots(self.added_csv, tool, {"added": [self.root]})
         self._file = None
         self._writer = None
+
+    def start(self) -> None:
+        """Before the first addition: the marker in the added folder naming this list (:func:`mark_additions`)."""
+        mark_additions(self.root, self.added_csv)
 
     def add(self, row: dict) -> None:
         """Record one added file (its row has :data:`ADDED_FIELDS`) as soon as it is in place."""
@@ -381,11 +391,47 @@ def read_journal(path: PathLike) -> dict:
     return rows
 
 
+def _additions_marker(folder: Path) -> list[str]:
+    marker = Path(folder) / ADDITIONS_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return []
+    try:
+        lists = json.loads(marker.read_text(encoding="utf-8")).get("lists", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(x) for x in lists] if isinstance(lists, list) else []
+
+
+def mark_additions(folder: PathLike, added_csv: PathLike) -> None:
+    """Record in ``folder``'s :data:`ADDITIONS_MARKER` that ``added_csv`` lists files added to it (kept with the
+    lists earlier runs recorded there); :func:`undo_additions` deletes only from folders whose marker names it."""
+    folder = Path(folder)
+    make_folder(folder)
+    lists = _additions_marker(folder)
+    me = str(real_path(Path(added_csv).parent) / Path(added_csv).name)
+    if me not in lists:
+        write_json(folder / ADDITIONS_MARKER, {"tool": "ws_dan", "lists": lists + [me]})
+
+
+def _unmark_additions(folder: Path, me: str) -> None:
+    lists = [x for x in _additions_marker(folder) if x != me]
+    marker = Path(folder) / ADDITIONS_MARKER
+    if lists:
+        write_json(marker, {"tool": "ws_dan", "lists": lists})
+    else:
+        marker.unlink(missing_ok=True)
+
+
 def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
     """Delete the files a merge added (``merge_added.csv``): only regular files inside the recorded folder whose
     SHA-256 is the recorded one. Rows outside it are refused, one warning line each."""
     rows = read_manifest(added_csv, ADDED_FIELDS, "the merge_added.csv written by merge_data.py")
     roots = read_roots(added_csv, "addition list").get("added", [])
+    me = str(real_path(Path(added_csv).parent) / Path(added_csv).name)
+    for root in roots:  # the sidecar is only a pointer: the folder itself must say this list added to it
+        if me not in _additions_marker(root):
+            raise InputError(f"{added_csv}: {root} was not added to by this list (no {ADDITIONS_MARKER} there "
+                             f"naming it); undo deletes files only from a folder the tool recorded adding to")
     counts = {"removed": 0, "already_gone": 0, "changed": 0, "refused": 0}
     problems = []
     with folder_lock([r for r in roots if r.is_dir()], "undo"):
@@ -407,6 +453,9 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
                 except OSError as e:
                     raise WriteError(dest, e.strerror or str(e), e.errno, "remove it") from None
                 counts["removed"] += 1
+        if not problems:  # all undone: the folder no longer holds this list's files, nor its marker entry
+            for root in roots:
+                _unmark_additions(root, me)
     for p in problems:
         LOG.warning(p)
     return {**counts, "problems": problems}

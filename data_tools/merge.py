@@ -41,6 +41,7 @@ from ws_dan.common.outputs import (
     check_not_nested,
     copy_file,
     finish_output_dir,
+    folder_lock,
     marker_matches,
     output_path,
     prepare_output_dir,
@@ -67,6 +68,15 @@ def merge_data(new_dir, train_dir, output_dir, in_place: bool = False, also_chec
     dedupe.check_threshold(threshold)
     new_dir, train_dir, out = Path(new_dir), Path(train_dir), Path(output_dir)
     classes = _check_inputs(new_dir, train_dir, also_check)  # folders exist and do not overlap; the split's classes
+    # In place, the training folder is written to: no other run may move files there from the scan on.
+    with folder_lock([train_dir] if in_place else [], tool="merge_data --in-place"):
+        return _merge(new_dir, train_dir, out, classes, in_place, also_check, allow_new_classes, threshold,
+                      exact_only, link, workers, progress, strict, overwrite)
+
+
+def _merge(new_dir: Path, train_dir: Path, out: Path, classes: list[str], in_place: bool, also_check: Sequence,
+           allow_new_classes: bool, threshold: int, exact_only: bool, link: bool, workers: Optional[int],
+           progress: Progress, strict: bool, overwrite: bool) -> dict:
     new = _scan_new(new_dir, train_dir, classes, allow_new_classes)  # the candidates; files outside a class rejected
     settings = {"new_dir": str(new_dir.resolve()), "train_dir": str(train_dir.resolve()), "in_place": in_place,
                 "also_check": [str(Path(a).resolve()) for a in also_check], "threshold": threshold,
@@ -245,27 +255,44 @@ def _copy_train(train_images: list[DatasetImage], dest_root: Path, link: bool, r
 def _add(accepted: list[DatasetImage], journal: AdditionJournal, dest_root: Path, taken: set, link: bool,
          progress: Progress) -> list[dict]:
     """Copy the accepted images into ``dest_root`` under names not ``taken`` (a taken one gets ``__new``), never
-    replacing a file; each journalled as soon as it is in place. Returns the rows of merge_added.csv."""
+    replacing a file; each journalled as soon as it is in place. Returns the rows of merge_added.csv.
+
+    Every destination is chosen and checked (no symlinked or file-blocked class folder on the way) before the
+    first copy, so a refusal leaves the folder untouched. A failure during the copies (a full disk, Ctrl-C) still
+    writes merge_added.csv with what was added, so ``--undo`` removes exactly that."""
     previous = journal.previous
-    added = []
-    with journal:
-        for img in track(accepted, total=len(accepted), desc="adding", progress=progress):
-            row = previous.get(str(img.path))
-            if row is not None and Path(row["dest"]).is_file():  # an interrupted run already added it
-                taken.add(str(Path(row["dest"]).resolve().relative_to(dest_root.resolve())).lower())
-                added.append(row)
-                continue
-            dst_rel = unique_path(Path(img.rel), taken, tag="new")
-            while (dest_root / dst_rel).exists():  # never replace a file, whatever its name
-                dst_rel = unique_path(dst_rel, taken, tag="new")
-            dst = output_path(dest_root, dst_rel)  # a symlinked class folder is refused, not written through
-            copy_file(img.path, dst, link=link)
-            row = {"source": str(img.path), "dest": str(dst.resolve()), "class": img.label,
-                   "sha256": sha256_file(dst)}
-            # The journal line is written as soon as the file is in place, so an interrupted in-place merge
-            # still leaves a complete undo list (and a rerun knows what it already added).
-            journal.add(row)
+    added: list[dict] = []
+    plan: list[tuple[DatasetImage, Path]] = []
+    for img in accepted:
+        row = previous.get(str(img.path))
+        if row is not None and Path(row["dest"]).is_file():  # an interrupted run already added it
+            taken.add(str(Path(row["dest"]).resolve().relative_to(dest_root.resolve())).lower())
             added.append(row)
+            continue
+        dst_rel = unique_path(Path(img.rel), taken, tag="new")
+        while (dest_root / dst_rel).exists():  # never replace a file, whatever its name
+            dst_rel = unique_path(dst_rel, taken, tag="new")
+        plan.append((img, output_path(dest_root, dst_rel, create=False)))  # refused here, before any write
+    with journal:
+        if plan:
+            journal.start()  # the folder's marker naming merge_added.csv: what lets --undo delete there
+        try:
+            for img, dst in track(plan, total=len(plan), desc="adding", progress=progress):
+                output_path(dest_root, dst.relative_to(dest_root))  # its folders; checked again as they are made
+                copy_file(img.path, dst, link=link)
+                row = {"source": str(img.path), "dest": str(dst.resolve()), "class": img.label,
+                       "sha256": sha256_file(dst)}
+                # The journal line is written as soon as the file is in place, so an interrupted in-place merge
+                # still leaves a complete undo list (and a rerun knows what it already added).
+                journal.add(row)
+                added.append(row)
+        except BaseException:
+            if added:
+                journal.finish(added)
+                LOG.error("%d files were added to %s before this stopped; %s lists them (python "
+                          "scripts/merge_data.py --undo %s removes them, or rerun to finish)", len(added), dest_root,
+                          journal.added_csv, journal.added_csv)
+            raise
         journal.finish(added)
     return added
 

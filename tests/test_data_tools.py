@@ -238,7 +238,9 @@ def test_merge_into_a_new_folder(merge_case, tmp_path):
     assert rejected["exact_copy.png"]["kind"] == "exact" and rejected["small_copy.jpg"]["kind"] == "near"
     assert Path(rejected["test_copy.jpg"]["duplicate_of"]).name == "5.png"
     assert "another new image" in rejected["fresh_small.jpg"]["reason"]
-    merged = sorted(p.relative_to(out / "train").as_posix() for p in (out / "train").rglob("*") if p.is_file())
+    merged = sorted(p.relative_to(out / "train").as_posix() for p in (out / "train").rglob("*")
+                    if p.is_file() and not p.name.startswith("."))
+    assert (out / "train" / ".ws_dan_added.json").is_file()  # the undo's marker (hidden: no scan sees it)
     assert merged == ["A/0.png", "A/0__new.png", "A/1.png", "A/2.png", "B/3.png", "B/4.png", "B/fresh.png"]
     assert s["added"] == 2 and s["rejected"] == 5
 

@@ -721,3 +721,130 @@ def test_a_file_gone_since_the_scan_is_counted_not_a_traceback(two_groups, tmp_p
         s = quarantine_files(moves, [two_groups], tmp_path / "q", tmp_path / "m.csv")
     assert s["moved"] == 1 and s["not_moved"] == 1
     assert any("gone since it was found" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 14. an in-place merge: every destination vetted before the first write, an undo list whatever stops it, undo
+# only in a folder the merge marked, and the training folder locked while it runs
+
+
+def _merge_folders(tmp_path: Path) -> tuple[Path, Path]:
+    train, new = tmp_path / "train", tmp_path / "new"
+    for cls in ("A", "C"):
+        (train / cls).mkdir(parents=True)
+        (new / cls).mkdir(parents=True)
+    photo(1).save(train / "A" / "t.png")
+    photo(4).save(train / "C" / "t.png")
+    photo(2).save(new / "A" / "n.png")
+    photo(3).save(new / "C" / "n.png")
+    return train, new
+
+
+def _visible(root: Path) -> dict:
+    return {k: v for k, v in snapshot(root).items() if not Path(k).name.startswith(".")}
+
+
+def test_merge_in_place_refused_for_one_class_folder_writes_none(tmp_path, capsys):
+    """The hostile pass's case: class B of --train-dir is a link; A sorts first. The refusal comes before A's
+    photo is copied, so the user's folders are untouched and nothing needs undoing."""
+    train, new = _merge_folders(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, train / "B")
+    (new / "B").mkdir()
+    photo(5).save(new / "B" / "n.png")
+    before = _visible(train)
+    with pytest.raises(SystemExit) as info:
+        run_script("merge_data", ["--new-dir", str(new), "--train-dir", str(train), "--od", str(tmp_path / "m"),
+                                  "--in-place", *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "is a link" in err and err.count("\n") == 1, err
+    assert _visible(train) == before and list(elsewhere.iterdir()) == []
+    assert not (train / ".ws_dan_added.json").exists()  # nothing was about to be added
+
+
+def test_merge_in_place_stopped_midway_leaves_an_undo_list(tmp_path, monkeypatch):
+    """A full disk at the second copy: merge_added.csv lists the first, --undo removes it, the folder is as before;
+    a rerun after the stop (same settings) finishes the merge and keeps the first file on the undo list."""
+    import data_tools.merge as merge_mod
+
+    train, new = _merge_folders(tmp_path)
+    before = _visible(train)
+    real_copy, calls = merge_mod.copy_file, []
+
+    def full_disk(src, dst, link=False):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_copy(src, dst, link=link)
+
+    monkeypatch.setattr(merge_mod, "copy_file", full_disk)
+    with pytest.raises(OSError):
+        merge_mod.merge_data(new, train, tmp_path / "m", in_place=True, workers=1)
+    added = list(csv.DictReader(open(tmp_path / "m" / "merge_added.csv", newline="")))
+    assert [Path(r["dest"]).name for r in added] == ["n.png"] and Path(added[0]["dest"]).is_file()
+
+    monkeypatch.setattr(merge_mod, "copy_file", real_copy)
+    s = merge_mod.merge_data(new, train, tmp_path / "m", in_place=True, workers=1)  # the rerun finishes it
+    assert s["added"] == 2
+    assert len(list(csv.DictReader(open(tmp_path / "m" / "merge_added.csv", newline="")))) == 2
+    run_script("merge_data", ["--undo", str(tmp_path / "m" / "merge_added.csv"), "--no-progress"])
+    assert _visible(train) == before
+
+
+def test_undo_of_a_forged_addition_list_naming_another_folder_deletes_nothing(tmp_path, capsys):
+    import json
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    photo(9).save(precious / "keep_me.png")
+    before = snapshot(precious)
+    forged = tmp_path / "downloaded" / "merge_added.csv"
+    forged.parent.mkdir()
+    with open(forged, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["source", "dest", "class", "sha256"])
+        w.writeheader()
+        w.writerow({"source": "x", "dest": str(precious / "keep_me.png"), "class": "A",
+                    "sha256": sha256_file(precious / "keep_me.png")})
+    forged.with_name("merge_added.roots.json").write_text(
+        json.dumps({"tool": "merge_data", "manifest": forged.name, "roots": {"added": [str(precious)]}}))
+    with pytest.raises(SystemExit) as info:
+        run_script("merge_data", ["--undo", str(forged), "--no-progress"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(precious) in err and "was not added to by this list" in err
+    assert snapshot(precious) == before
+
+
+def test_a_genuine_marker_does_not_let_another_list_delete(manifests, tmp_path, capsys):
+    """The training folder holds the genuine merge's marker; a forged list elsewhere naming that folder is still
+    refused (the marker names the lists that added there, not the folder alone)."""
+    import json
+
+    genuine = list(csv.DictReader(open(manifests["merge"], newline="")))
+    victim = tmp_path / "train" / "A" / "t.png"
+    forged = tmp_path / "forged" / "merge_added.csv"
+    forged.parent.mkdir()
+    shutil.copy(manifests["merge"], forged)
+    with open(forged, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=list(genuine[0])).writerow({**genuine[0], "dest": str(victim),
+                                                                 "sha256": sha256_file(victim)})
+    shutil.copy(manifests["merge"].with_name("merge_added.roots.json"), forged.with_name("merge_added.roots.json"))
+    with pytest.raises(SystemExit) as info:
+        run_script("merge_data", ["--undo", str(forged), "--no-progress"])
+    assert info.value.code == 2 and "was not added to by this list" in capsys.readouterr().err
+    assert victim.is_file() and Path(genuine[0]["dest"]).is_file()
+    assert json.loads((tmp_path / "train" / ".ws_dan_added.json").read_text())["lists"] == [
+        str(manifests["merge"].resolve())]
+
+
+def test_merge_in_place_into_a_folder_in_use_is_refused(tmp_path, capsys, lock_holder):
+    train, new = _merge_folders(tmp_path)
+    before = _visible(train)
+    pid = lock_holder(train)
+    with pytest.raises(SystemExit) as info:
+        run_script("merge_data", ["--new-dir", str(new), "--train-dir", str(train), "--od", str(tmp_path / "m"),
+                                  "--in-place", *FLAGS])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"(pid {pid})" in err and err.count("\n") == 1, err
+    assert _visible(train) == before and not (tmp_path / "m").exists()

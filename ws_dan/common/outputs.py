@@ -155,17 +155,19 @@ def remove_tree(path: PathLike) -> None:
         shutil.rmtree(path)
 
 
-def output_path(root: PathLike, rel: PathLike) -> Path:
+def output_path(root: PathLike, rel: PathLike, create: bool = True) -> Path:
     """``root / rel`` with its folders created, refusing any way out of ``root``.
 
     Refused (:class:`~ws_dan.common.io.InputError`): an absolute ``rel`` or one with ``..``, and a folder on the way
     that is a symlink (``out/A -> /elsewhere``: writing ``out/A/x.jpg`` would write outside the output) or a
-    file. ``root`` itself may be a link: the user named it.
+    file. ``root`` itself may be a link: the user named it. ``create=False`` only checks (creates nothing), so that
+    a tool can vet every destination before its first write.
     """
     root, rel = Path(root), Path(rel)
     if rel.is_absolute() or ".." in rel.parts:
         raise InputError(f"{rel}: expected a path inside {root}")
-    make_folder(root)
+    if create:
+        make_folder(root)
     folder = root
     for part in rel.parent.parts:
         folder = folder / part
@@ -175,6 +177,8 @@ def output_path(root: PathLike, rel: PathLike) -> Path:
         if not folder.is_dir():
             if os.path.lexists(folder):
                 raise InputError(f"{folder}: expected a folder inside {root}, found a file")
+            if not create:
+                break  # missing: created at the write, and nothing below it can be a link yet
             make_folder(folder)
     return root / rel
 
