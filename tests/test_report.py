@@ -457,7 +457,7 @@ def test_a_users_report_html_is_kept(hostile_data, tmp_path, capsys):
     assert (out / REPORT_FILE).read_text() == "mine"
 
 
-def test_write_training_report(hostile_data, tmp_path):
+def _training_report(hostile_data, tmp_path) -> Path:
     from ws_dan.data.datasets import ImageDataset, build_transform, class_folder_samples
 
     data, ckpt, names = hostile_data
@@ -474,8 +474,13 @@ def test_write_training_report(hostile_data, tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    out = write_training_report(save_dir, model, dataset, names, extra={"weights": "last epoch"})
-    assert out == save_dir / REPORT_FILE
+    return write_training_report(save_dir, model, dataset, names, extra={"weights": "last epoch"})
+
+
+def test_write_training_report(hostile_data, tmp_path):
+    names = hostile_data[2]
+    out = _training_report(hostile_data, tmp_path)
+    assert out == tmp_path / "run" / REPORT_FILE
     doc = parse(out)
     assert doc.find("title").text() == "Training run run"
     assert doc.by_id("training").text() == "2 epoch(s); best validation top-1 32.00% at epoch 2"
@@ -546,3 +551,68 @@ def test_the_report_in_a_headless_browser(hostile_data, tmp_path):
         text = b.root.find("body").text()
         assert "<img src=x onerror=alert(1)>" in text and "a & b" in text
         assert all(img.attrs.get("src", "").startswith("data:image/") for img in b.root.find_all("img"))
+
+
+_CLICKER = """<!doctype html><meta charset="utf-8"><title>harness</title>
+<iframe id="f" src="%s" width="1200" height="2000"></iframe><pre id="out">pending</pre>
+<script>
+document.getElementById("f").addEventListener("load", function () {
+  var d = this.contentDocument, out = {};
+  var heads = d.querySelectorAll("#per-class th");
+  var f1 = null;
+  for (var k = 0; k < heads.length; k++) if (heads[k].getAttribute("data-key") === "f1") f1 = heads[k];
+  f1.click();
+  out.first = d.getElementById("per-class").getAttribute("data-sorted");
+  f1.click();
+  out.second = d.getElementById("per-class").getAttribute("data-sorted");
+  out.rows = [].map.call(d.querySelectorAll("#per-class tbody tr"), function (tr) {
+    return tr.querySelector("td").textContent; });
+  var imgs = d.querySelectorAll("img");
+  out.images = imgs.length;
+  out.broken = [].filter.call(imgs, function (im) { return !(im.complete && im.naturalWidth > 0); }).length;
+  document.getElementById("out").textContent = JSON.stringify(out);
+});
+</script>
+"""
+
+
+def _clicked(page: Path, tmp_path: Path) -> dict:
+    """Open ``page`` in headless Chromium inside a harness page that clicks the per-class table's F1 header
+    twice and checks every image; returns what the harness saw."""
+    import html as html_lib
+    import json
+
+    browser = _browser()
+    harness = page.parent / "harness.html"  # beside the page: file:// frames of one folder may script each other
+    harness.write_text(_CLICKER % page.name, encoding="utf-8")
+    dom = _chromium(browser, tmp_path / "profile", "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                    "--dump-dom", harness.as_uri())
+    harness.unlink()
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = dom.stdout.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
+    return json.loads(html_lib.unescape(text))
+
+
+def _assert_clicked_sorts(result: dict, page: Path) -> None:
+    assert {result["first"], result["second"]} == {"f1-asc", "f1-desc"}, result
+    original = [{"class": tds[0].attrs["data-v"], "f1": float(tds[5].attrs["data-v"]), "_i": int(tr.attrs["data-i"])}
+                for tr in parse(page).by_id("per-class").find("tbody").find_all("tr") for tds in [tr.find_all("td")]]
+    original.sort(key=lambda r: r["_i"])
+    last = result["second"].endswith("desc")
+    assert result["rows"] == [r["class"] for r in sort_rows(original, "f1", descending=last)]
+    assert result["images"] > 0 and result["broken"] == 0, result
+
+
+def test_the_report_clicked_in_a_headless_browser(hostile_data, tmp_path):
+    """Headers clicked (not only the #sort= hash): each click sorts the per-class table and a second click on the
+    same header reverses it, in sort_rows' order; every image of the page decodes (no load error)."""
+    data, ckpt, names = hostile_data
+    out = tmp_path / "pred"
+    _predict(data, ckpt, out, "--report")
+    page = (out / REPORT_FILE).resolve()
+    _assert_clicked_sorts(_clicked(page, tmp_path), page)
+
+
+def test_the_training_report_clicked_in_a_headless_browser(hostile_data, tmp_path):
+    page = _training_report(hostile_data, tmp_path).resolve()
+    _assert_clicked_sorts(_clicked(page, tmp_path), page)
