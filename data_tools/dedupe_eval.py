@@ -34,10 +34,17 @@ from data_tools.dedupe import (
     pixel_digest,
     popcount,
 )
-from data_tools.dedupe.hashing import CROP_FRACTION, _centre
+from data_tools.dedupe.hashing import (
+    CROP_FRACTION,
+    HASH_WORKING_SIZE,
+    _centre,
+    hash_bits,
+    view_resizes,
+    working_image,
+)
 from data_tools.parallel import Progress, parallel_map, track
 from ws_dan.common.dataset_folders import DatasetImage
-from ws_dan.common.images import SkippedFile, UnreadableImageError, open_image
+from ws_dan.common.images import SkippedFile, UnreadableImageError, decode_image, open_image
 from ws_dan.common.outputs import save_image
 
 LOG = logging.getLogger(__name__)
@@ -439,17 +446,6 @@ def stage_times(paths: Sequence[Path], repeats: int = 1) -> list[dict]:
     median, scipy). Each stage runs over all the files before the next, the files already in the page cache,
     so "read" is the cost of getting the bytes from the cache (a cold disk adds its own, the same for both). With
     ``repeats`` > 1 each stage keeps its fastest round. Rows: tool, stage, ms_per_image."""
-    from data_tools.dedupe.hashing import (
-        _HASHES,
-        HASH_SIZES,
-        HASH_WORKING_SIZE,
-        _centre_box,
-        _pixels,
-        working_reduction,
-    )
-    from data_tools.dedupe.resample import resize_many
-    from ws_dan.common.images import decode_image
-
     paths = list(paths)
     for p in paths:  # into the page cache, untimed
         p.read_bytes()
@@ -465,23 +461,9 @@ def stage_times(paths: Sequence[Path], repeats: int = 1) -> list[dict]:
 
     rows = []
     read_ms, _ = timed(lambda p: p.read_bytes(), paths)
-
-    def working(p):
-        return decode_image(p, draft=HASH_WORKING_SIZE, gray=True)
-
-    def shrink(d):
-        rest = working_reduction(min(d.full_size)) // d.scale
-        gray = d.image.reduce(rest) if rest > 1 else d.image
-        pixels = _pixels(gray)
-        x0, y0, x1, y1 = _centre_box(gray.width, gray.height, CROP_FRACTION)
-        return [resize_many(view, HASH_SIZES) for view in (pixels, pixels[y0:y1, x0:x1])]
-
-    def bits(views):
-        return [fn(small) for smalls in views for fn, small in zip(_HASHES, smalls)]
-
-    decode_ms, decoded = timed(working, paths)
-    resize_ms, small = timed(shrink, decoded)
-    hash_ms, _ = timed(bits, small)
+    decode_ms, decoded = timed(lambda p: decode_image(p, draft=HASH_WORKING_SIZE, gray=True), paths)
+    resize_ms, small = timed(lambda d: view_resizes(working_image(d)), decoded)
+    hash_ms, _ = timed(hash_bits, small)
     rows += [{"tool": "finder", "stage": s, "ms_per_image": round(v, 3)} for s, v in
              (("read", read_ms), ("decode", decode_ms), ("resize", resize_ms), ("hash", hash_ms))]
     try:

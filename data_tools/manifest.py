@@ -391,6 +391,19 @@ def read_journal(path: PathLike) -> dict:
     return rows
 
 
+def _list_id(added_csv: PathLike) -> str:
+    # How a marker names an addition list: its path with every folder on the way resolved.
+    return str(real_path(Path(added_csv).parent) / Path(added_csv).name)
+
+
+def _write_additions_marker(folder: Path, lists: list[str]) -> None:
+    marker = Path(folder) / ADDITIONS_MARKER
+    if lists:
+        write_json(marker, {"tool": "ws_dan", "lists": lists})
+    else:
+        marker.unlink(missing_ok=True)
+
+
 def _additions_marker(folder: Path) -> list[str]:
     marker = Path(folder) / ADDITIONS_MARKER
     if marker.is_symlink() or not marker.is_file():
@@ -408,18 +421,8 @@ def mark_additions(folder: PathLike, added_csv: PathLike) -> None:
     folder = Path(folder)
     make_folder(folder)
     lists = _additions_marker(folder)
-    me = str(real_path(Path(added_csv).parent) / Path(added_csv).name)
-    if me not in lists:
-        write_json(folder / ADDITIONS_MARKER, {"tool": "ws_dan", "lists": lists + [me]})
-
-
-def _unmark_additions(folder: Path, me: str) -> None:
-    lists = [x for x in _additions_marker(folder) if x != me]
-    marker = Path(folder) / ADDITIONS_MARKER
-    if lists:
-        write_json(marker, {"tool": "ws_dan", "lists": lists})
-    else:
-        marker.unlink(missing_ok=True)
+    if _list_id(added_csv) not in lists:
+        _write_additions_marker(folder, lists + [_list_id(added_csv)])
 
 
 def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
@@ -427,7 +430,7 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
     SHA-256 is the recorded one. Rows outside it are refused, one warning line each."""
     rows = read_manifest(added_csv, ADDED_FIELDS, "the merge_added.csv written by merge_data.py")
     roots = read_roots(added_csv, "addition list").get("added", [])
-    me = str(real_path(Path(added_csv).parent) / Path(added_csv).name)
+    me = _list_id(added_csv)
     for root in roots:  # the sidecar is only a pointer: the folder itself must say this list added to it
         if me not in _additions_marker(root):
             raise InputError(f"{added_csv}: {root} was not added to by this list (no {ADDITIONS_MARKER} there "
@@ -455,7 +458,7 @@ def undo_additions(added_csv: PathLike, progress: Progress = False) -> dict:
                 counts["removed"] += 1
         if not problems:  # all undone: the folder no longer holds this list's files, nor its marker entry
             for root in roots:
-                _unmark_additions(root, me)
+                _write_additions_marker(root, [x for x in _additions_marker(root) if x != me])
     for p in problems:
         LOG.warning(p)
     return {**counts, "problems": problems}

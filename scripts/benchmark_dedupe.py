@@ -266,18 +266,18 @@ def _stages(args, timed) -> list:
 
     images, _ = _timed_images(args, timed)
     step = max(1, len(images) // max(1, args.stage_images))  # spread over the set, not its first folder
-    rows = stage_times([img.path for img in images[::step][:args.stage_images]], repeats=args.repeats)
+    sample = [img.path for img in images[::step][:args.stage_images]]
+    rows = stage_times(sample, repeats=args.repeats)
     by = {(r["tool"], r["stage"]): r["ms_per_image"] for r in rows}
     tools = list(dict.fromkeys(r["tool"] for r in rows))
     stages = list(dict.fromkeys(r["stage"] for r in rows))
-    table = [[s] + [f"{by[t, s]:.3f}" for t in tools] for s in stages]
-    table.append(["total"] + [f"{sum(by[t, s] for s in stages):.3f}" for t in tools])
-    if len(tools) == 2:
-        for row, s in zip(table, stages + ["total"]):
-            mine = by[tools[0], s] if s != "total" else sum(by[tools[0], x] for x in stages)
-            theirs = by[tools[1], s] if s != "total" else sum(by[tools[1], x] for x in stages)
-            row.append(f"{theirs / mine:.2f}" if mine else "-")
-    print(f"where the time goes: ms per image on one process, {len(images[::step][:args.stage_images])} photos")
+    for t in tools:
+        by[t, "total"] = sum(by[t, s] for s in stages)
+    table = []
+    for s in stages + ["total"]:
+        ratio = [f"{by[tools[1], s] / by[tools[0], s]:.2f}" if by[tools[0], s] else "-"] if len(tools) == 2 else []
+        table.append([s] + [f"{by[t, s]:.3f}" for t in tools] + ratio)
+    print(f"where the time goes: ms per image on one process, {len(sample)} photos")
     print(format_table(table, ["stage"] + [f"{t} ms" for t in tools] + (["x faster"] if len(tools) == 2 else [])))
     print()
     return rows

@@ -46,7 +46,13 @@ from PIL import Image
 
 from data_tools.dedupe.resample import resize_many
 from data_tools.parallel import Progress, parallel_map
-from ws_dan.common.images import DEFAULT_MAX_PIXELS, SkippedFile, UnreadableImageError, decode_image
+from ws_dan.common.images import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    SkippedFile,
+    UnreadableImageError,
+    decode_image,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -154,17 +160,27 @@ def _centre(image: Image.Image, fraction: float) -> Image.Image:
     return image.crop(_centre_box(image.width, image.height, fraction))
 
 
-def _working_hashes(gray: Image.Image) -> np.ndarray:
-    """The (2 views, 4 hashes) array of a working image. The four resizes of a view are PIL's LANCZOS resizes,
+def view_resizes(gray: Image.Image) -> list[list[np.ndarray]]:
+    """Each view of a working image (:data:`VIEW_NAMES`) resized to the :data:`HASH_SIZES`: PIL's LANCZOS resizes,
     bit for bit, done as matrix products (``data_tools.dedupe.resample``: a third of the time of four
     ``Image.resize`` calls)."""
     pixels = _pixels(gray)
     x0, y0, x1, y1 = _centre_box(gray.width, gray.height, CROP_FRACTION)
+    return [resize_many(view, HASH_SIZES) for view in (pixels, pixels[y0:y1, x0:x1])]
+
+
+def hash_bits(resized: list[list[np.ndarray]]) -> np.ndarray:
+    """The (2 views, 4 hashes) array of :func:`view_resizes`' pictures."""
     out = np.empty((len(VIEW_NAMES), len(_HASHES)), dtype=np.uint64)
-    for v, view in enumerate((pixels, pixels[y0:y1, x0:x1])):
-        for k, (fn, small) in enumerate(zip(_HASHES, resize_many(view, HASH_SIZES))):
+    for v, smalls in enumerate(resized):
+        for k, (fn, small) in enumerate(zip(_HASHES, smalls)):
             out[v, k] = fn(small)
     return out
+
+
+def _working_hashes(gray: Image.Image) -> np.ndarray:
+    """The (2 views, 4 hashes) array of a working image."""
+    return hash_bits(view_resizes(gray))
 
 
 def image_hashes(image: Image.Image) -> np.ndarray:
@@ -187,9 +203,14 @@ def file_hashes(path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray,
     (:data:`DRAFT_DEVIATION`). Raises :class:`~ws_dan.common.images.UnreadableImageError`.
     """
     decoded = decode_image(path, max_pixels=max_pixels, draft=HASH_WORKING_SIZE, gray=True)
+    return _working_hashes(working_image(decoded)), decoded.full_size
+
+
+def working_image(decoded: DecodedImage) -> Image.Image:
+    """A draft decode (``decode_image(..., draft=HASH_WORKING_SIZE, gray=True)``) reduced by the rest of the
+    working reduction: the working image :func:`image_hashes` computes from the full decode."""
     rest = working_reduction(min(decoded.full_size)) // decoded.scale
-    gray = decoded.image.reduce(rest) if rest > 1 else decoded.image
-    return _working_hashes(gray), decoded.full_size
+    return decoded.image.reduce(rest) if rest > 1 else decoded.image
 
 
 @dataclass(frozen=True)
